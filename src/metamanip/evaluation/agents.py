@@ -1,0 +1,77 @@
+"""The agents an evaluation can run through the protocol.
+
+- `PolicyAgent`: a trained policy in the parent process, batched across env workers (one batch row per
+  worker, so the policy's per-env history stays tied to its worker); its language input is the setting's
+  feedback of the chosen kind (`train_feedback` or `alt_feedback`), and its history is cleared at every
+  episode and trial start.
+- `OracleFactory`: builds an oracle (scripted or LLM, from its config node) inside each worker, where it
+  runs whole episodes next to its env.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from metamanip.evaluation.rollout import feedback_key
+
+log = logging.getLogger(__name__)
+
+IMAGE_KEYS = ("rgb_static", "rgb_gripper", "depth_static", "depth_gripper")
+
+
+class PolicyAgent:
+    """Batched policy inference over `num_envs` env slots (the DESIGN.md `select_action`/`reset` API)."""
+
+    def __init__(self, policy: Any, num_envs: int, feedback: str = "train"):
+        self.policy = policy
+        self.num_envs = int(num_envs)
+        self.key = feedback_key(feedback)
+        if hasattr(policy, "eval"):
+            policy.eval()
+
+    def begin_episode(self, slot: int, info: Mapping[str, Any]) -> None:
+        self.policy.reset(env_ids=[slot])
+
+    def end_trial(self, slot: int) -> None:
+        self.policy.reset(env_ids=[slot])
+
+    def act_batch(self, obs: Sequence[Mapping[str, Any]], infos: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Actions (N, 7) for all slots; rows of idle slots are computed and ignored."""
+        keys = [k for k in obs[0] if isinstance(obs[0][k], np.ndarray)]
+        batch = {k: np.stack([o[k] for o in obs]) for k in keys}
+        texts = [str(i["feedback"][self.key]) for i in infos]
+        import torch
+
+        with torch.inference_mode():
+            actions = self.policy.select_action(batch, texts)
+        if isinstance(actions, torch.Tensor):
+            actions = actions.detach().cpu().numpy()
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.shape != (len(obs), 7):
+            raise RuntimeError(f"policy.select_action returned shape {actions.shape}, expected ({len(obs)}, 7)")
+        return actions
+
+
+class OracleFactory:
+    """Picklable recipe for an oracle agent, instantiated from its config node next to its env.
+
+    The oracle config's `_target_` is called with the env as `env=` when its signature takes one.
+    """
+
+    def __init__(self, oracle_cfg: Mapping[str, Any]):
+        self.oracle_cfg = dict(oracle_cfg)
+
+    def __call__(self, env: Any) -> Any:
+        import inspect
+
+        from hydra.utils import get_object, instantiate
+
+        target = get_object(self.oracle_cfg["_target_"])
+        try:
+            params = inspect.signature(target).parameters
+        except (TypeError, ValueError):
+            params = {}
+        kwargs = {"env": env} if "env" in params and "env" not in self.oracle_cfg else {}
+        return instantiate(self.oracle_cfg, **kwargs, _convert_="all")
