@@ -1,0 +1,71 @@
+"""`metamanip-results DIR... [--group-by COL ...]`: a sweep's table on stdout, its files on disk.
+
+Loads every job under the given sweep / run directories, prints the mean ± 95 % CI table (Markdown)
+and the jobs without results, and writes tables (Markdown, CSV, LaTeX), job listings and plots
+(PNG + PDF) into `--out` (default: `<first DIR>/results`).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from metamanip.results.loader import NoRunsError, load_results
+from metamanip.results.report import missing_markdown, write_report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="metamanip-results",
+        description="Tabulate and plot one or several sweep (or run) directories: mean ± CI over seeds.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep dirs (logs/<task>/multiruns/<date>) or run dirs")
+    p.add_argument("--group-by", nargs="+", metavar="COL", default=None,
+                   help="columns to group by (e.g. decoder num_objs, any override key, or cfg.<dotted.key>); "
+                        "default: the columns that differ between jobs, never the seed")
+    p.add_argument("--metrics", nargs="+", metavar="NAME", default=None,
+                   help="metrics to tabulate (default: average_reward, ratio_reward_found, episode_length and "
+                        "success per trial; train-only sweeps: their metrics)")
+    p.add_argument("--out", default=None, help="output directory (default: <first DIR>/results)")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (0.95)")
+    p.add_argument("--no-reference", action="store_true", help="leave out the thesis' published figures")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what is read")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not 0.0 < args.confidence < 1.0:
+        print(f"error: --confidence must be in (0, 1), got {args.confidence}", file=sys.stderr)
+        return 2
+    try:
+        results = load_results(args.dirs)
+        out = Path(args.out) if args.out else Path(args.dirs[0]) / "results"
+        report = write_report(results, out, group_by=args.group_by, metrics=args.metrics,
+                              confidence=args.confidence, reference=not args.no_reference)
+    except (NoRunsError, FileNotFoundError, NotADirectoryError, KeyError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    done = len(results.finished)
+    print(f"{done} of {len(results.jobs)} job(s) with results under {', '.join(args.dirs)}\n")
+    if report.table is not None:
+        print(report.table.to_markdown())
+    text = missing_markdown(results)
+    if text:
+        print(text)
+    for w in results.warnings:
+        print(f"warning: {w}")
+    print(f"\nwrote to {out}:")
+    for name, paths in report.files.items():
+        print(f"  {name}: {', '.join(Path(p).name for p in paths)}")
+    for name, why in report.skipped.items():
+        print(f"  {name}: skipped ({why})")
+    return 0 if done else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

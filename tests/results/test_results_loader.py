@@ -1,0 +1,136 @@
+"""The sweep loader on synthetic sweep directories: rows, columns, trials, missing jobs, bad input."""
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from results_sweeps import EPISODES, EVAL_REWARDS, NUM_TRIALS, eval_outputs, write_job, write_multirun
+
+from metamanip.results import NoRunsError, find_job_dirs, load_results
+
+
+def test_one_row_per_job_with_choices_config_and_metrics(eval_sweep: Path) -> None:
+    res = load_results(eval_sweep)
+    jobs = res.jobs
+    assert len(jobs) == 6 and jobs["has_results"].all()
+    assert list(jobs["job"]) == ["0", "1", "2", "3", "4", "5"]
+    assert list(jobs["decoder"]) == ["lstm"] * 3 + ["fc"] * 3
+    assert list(jobs["seed"]) == [1, 2, 3, 1, 2, 3]
+    assert set(jobs["setting"]) == {"explore"} and set(jobs["num_objs"]) == {3}
+    assert set(jobs["backbone"]) == {"tiny"} and set(jobs["trial_limits"]) == {"thesis_3_5"}
+    assert set(jobs["split"]) == {"heldout"} and set(jobs["num_trials"]) == {NUM_TRIALS}
+    assert jobs.loc[0, "overrides"] == "decoder=lstm seed=1"
+    assert jobs.loc[4, "override.seed"] == 2 and jobs.loc[4, "override.decoder"] == "fc"
+    assert jobs.loc[0, "choice.decoder"] == "lstm" and "choice.hydra/launcher" not in jobs.columns
+    # the resolved config wins over .hydra/config.yaml (which keeps ${hydra:...} interpolations)
+    assert jobs.loc[0, "cfg.paths.output_dir"] == str(eval_sweep / "0")
+    assert jobs.loc[0, "cfg.trainer.lr"] == pytest.approx(1e-4)
+    for (decoder, seed), reward in EVAL_REWARDS.items():
+        row = jobs[(jobs.decoder == decoder) & (jobs.seed == seed)].iloc[0]
+        assert row["average_reward"] == pytest.approx(round(reward * EPISODES) / EPISODES)
+    assert res.metrics[:4] == ["total_reward", "average_reward", "ratio_reward_found", "episode_length"]
+    assert res.metrics[4:8] == [f"success_trial_{i}" for i in range(1, NUM_TRIALS + 1)]
+    assert res.missing.empty and res.warnings == []
+    assert jobs.loc[0, "log_path"] == str(eval_sweep / "0" / "eval.log")
+
+
+def test_trials_frame_concatenates_every_trials_csv_with_job_keys(eval_sweep: Path) -> None:
+    res = load_results(eval_sweep)
+    assert len(res.trials) == 6 * EPISODES * NUM_TRIALS
+    assert {"job", "decoder", "seed", "reward", "trial", "episode"} <= set(res.trials.columns)
+    per_job = res.trials.groupby("job")["reward"].sum()
+    jobs = res.jobs.set_index("job")
+    for job, total in per_job.items():
+        assert total == pytest.approx(jobs.loc[job, "total_reward"])
+
+
+def test_half_finished_sweep_lists_failed_and_unstarted_jobs(half_sweep: Path) -> None:
+    res = load_results(half_sweep)
+    assert len(res.jobs) == 4 and len(res.finished) == 2
+    missing = res.missing.set_index("job")
+    assert list(missing.index) == ["2", "3"]
+    assert missing.loc["2", "status"] == "failed"
+    assert "CUDA out of memory" in missing.loc["2", "error"]
+    assert missing.loc["2", "log_path"] == str(half_sweep / ".submitit" / "777_2" / "777_2_0_log.err")
+    # job 3 (decoder=fc seed=2) was promised by multirun.yaml but never created its directory
+    assert missing.loc["3", "status"] == "not started"
+    assert missing.loc["3", "overrides"] == "decoder=fc seed=2"
+    assert pd.isna(missing.loc["3", "log_path"])
+    # a finished job's log: the (non-empty) submitit stdout
+    assert res.jobs.set_index("job").loc["0", "log_path"].endswith("777_0_0_log.out")
+
+
+def test_job_killed_before_status_update_takes_error_from_submitit_result(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    write_multirun(sweep, ["seed=1"])
+    write_job(sweep / "0", num=0, overrides=["seed=1"], choices={}, config={"seed": 1}, status="running",
+              job_id="991_0")
+    folder = sweep / ".submitit" / "991_0"
+    folder.mkdir(parents=True)
+    with open(folder / "991_0_0_result.pkl", "wb") as fh:
+        pickle.dump(("error", "Traceback (most recent call last):\n  ...\nValueError: NaN loss at step 7"), fh)
+    (folder / "991_0_0_log.err").write_text("ValueError: NaN loss at step 7\n")
+    res = load_results(sweep)
+    row = res.missing.iloc[0]
+    assert row["status"] == "failed" and row["error"] == "ValueError: NaN loss at step 7"
+    assert row["log_path"].endswith("991_0_0_log.err")
+
+
+def test_several_directories_and_a_single_run(eval_sweep: Path, train_run: Path) -> None:
+    res = load_results([eval_sweep, train_run])
+    assert len(res.jobs) == 7
+    assert set(res.jobs["sweep"]) == {str(eval_sweep), str(train_run)}
+    train = res.jobs[res.jobs["sweep"] == str(train_run)].iloc[0]
+    assert train["job"] == "." and train["task_name"] == "train" and train["train_loss"] == 0.3
+    assert len(res.train_logs) == 4 and set(res.train_logs["job"]) == {"."}
+    # different metric sets (train vs eval) are reported, not silently merged
+    assert any("lack metric(s)" in w and "train_loss" in w for w in res.warnings)
+    assert any("average_reward" in w for w in res.warnings)
+
+
+def test_pipeline_job_reads_its_stage_subdirectories(tmp_path: Path) -> None:
+    job = tmp_path / "pipeline" / "runs" / "r1"
+    metrics, summary, trials = eval_outputs(2.0)
+    write_job(job, num=0, overrides=["decoder=fc"], choices={"env": "explore", "decoder": "fc"},
+              config={"task_name": "pipeline", "seed": 3, "env": {"num_objs": 5}}, job_name="pipeline",
+              metrics=metrics)
+    for stage in ("collect", "train", "eval"):
+        (job / stage).mkdir()
+        (job / stage / "status.json").write_text(json.dumps({"status": "done"}))
+    (job / "eval" / "summary.json").write_text(json.dumps({**summary, "num_objs": 5}))
+    trials.to_csv(job / "eval" / "trials.csv", index=False)
+    pd.DataFrame({"step": [1, 2], "loss": [0.5, 0.4]}).to_csv(job / "train" / "train_log.csv", index=False)
+    assert find_job_dirs(tmp_path) == [job]  # stages belong to the pipeline job
+    res = load_results(tmp_path)
+    row = res.jobs.iloc[0]
+    assert len(res.jobs) == 1 and row["task_name"] == "pipeline" and row["num_objs"] == 5
+    assert row["decoder"] == "fc" and row["seed"] == 3 and row["average_reward"] == 2.0
+    assert len(res.trials) == EPISODES * NUM_TRIALS and len(res.train_logs) == 2
+
+
+def test_summary_only_job_gets_metrics_from_summary(tmp_path: Path) -> None:
+    _, summary, _ = eval_outputs(1.4)
+    write_job(tmp_path / "run", num=0, overrides=[], choices={}, config={"seed": 1}, status=None,
+              summary=summary)
+    row = load_results(tmp_path).jobs.iloc[0]
+    assert row["status"] == "done" and row["average_reward"] == pytest.approx(1.4)
+    assert row["success_trial_4"] == pytest.approx(summary["success_by_trial"][3])
+
+
+def test_empty_directory_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "nothing").mkdir(parents=True)
+    with pytest.raises(NoRunsError, match="no runs found under .*empty.*sweep dir"):
+        load_results(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_results(tmp_path / "nope")
+
+
+def test_corrupt_metrics_file_is_reported_not_fatal(eval_sweep: Path) -> None:
+    (eval_sweep / "1" / "metrics.json").write_text("{not json")
+    (eval_sweep / "1" / "summary.json").unlink()
+    res = load_results(eval_sweep)
+    assert list(res.missing["job"]) == ["1"]
+    assert any("1/metrics.json: unreadable JSON" in w for w in res.warnings)
