@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from metamanip.evaluation.metrics import TrialRow, metrics_from_summary, summarize
+
 # average_reward per (decoder, seed) of the synthetic eval sweep; the tests recompute CIs from these.
 EVAL_REWARDS = {("lstm", 1): 2.0, ("lstm", 2): 2.5, ("lstm", 3): 3.0, ("fc", 1): 1.0, ("fc", 2): 1.2, ("fc", 3): 1.4}
 NUM_TRIALS = 4
@@ -51,32 +53,25 @@ def write_job(job_dir: Path, *, num: int, overrides: list[str], choices: dict[st
     return job_dir
 
 
-def eval_outputs(average_reward: float, num_objs: int = 3, seed: int = 0) -> tuple[dict, dict, pd.DataFrame]:
-    """Consistent metrics.json, summary.json and trials.csv for EPISODES episodes of NUM_TRIALS trials.
-
-    The rewarded trials are spread so that the total equals average_reward * EPISODES (rounded).
+def eval_outputs(average_reward: float, num_objs: int = 3, seed: int = 0,
+                 config: dict[str, Any] | None = None) -> tuple[dict, dict, pd.DataFrame]:
+    """metrics.json, summary.json and trials.csv as metamanip.evaluation writes them, for EPISODES
+    episodes of NUM_TRIALS trials whose rewarded trials add up to average_reward * EPISODES (rounded).
     """
     total = int(round(average_reward * EPISODES))
-    rows = []
-    for ep in range(EPISODES):
-        for t in range(NUM_TRIALS):
-            rows.append({"setting": "explore", "num_objs": num_objs, "combination": "drawer/led/slider",
-                         "episode": ep, "trial": t, "meta_position": ep % 3, "reward": 0.0, "steps": 50,
-                         "completed_tasks": "open_drawer"})
-    trials = pd.DataFrame(rows)
     # fill rewards from the last trial backwards, episode by episode (a learner finds it later first)
-    order = [(ep, t) for t in reversed(range(NUM_TRIALS)) for ep in range(EPISODES)]
-    for ep, t in order[:total]:
-        trials.loc[(trials.episode == ep) & (trials.trial == t), "reward"] = 1.0
-    by_trial = trials.groupby("trial")["reward"].mean().tolist()
-    found = trials.groupby("episode")["reward"].max().mean()
-    summary = {"setting": "explore", "num_objs": num_objs, "split": "heldout", "feedback": "train_feedback",
-               "num_trials": NUM_TRIALS, "total_reward": float(total), "average_reward": total / EPISODES,
-               "ratio_reward_found": float(found), "episode_length": 200.0 + seed,
-               "success_by_trial": by_trial, "per_combination": {"drawer/led/slider": {"average_reward": total / EPISODES}}}
-    metrics = {k: summary[k] for k in ("total_reward", "average_reward", "ratio_reward_found", "episode_length")}
-    metrics.update({f"success_trial_{i + 1}": v for i, v in enumerate(by_trial)})
-    return metrics, summary, trials
+    rewarded = {(ep, t) for t, ep in [(t, ep) for t in reversed(range(1, NUM_TRIALS + 1))
+                                      for ep in range(EPISODES)][:total]}
+    rows = [TrialRow(setting="explore", num_objs=num_objs, group="drawer/led/slider", episode=ep, trial=t,
+                     meta_position=str(ep % 3), meta_task="open_drawer", reward=float((ep, t) in rewarded),
+                     steps=50 + seed, completed_tasks="open_drawer")
+            for ep in range(EPISODES) for t in range(1, NUM_TRIALS + 1)]
+    choices = {"setting": "explore", "num_objs": num_objs, "split": "heldout", "feedback": "train_feedback",
+               **(config or {})}
+    summary = summarize(rows, NUM_TRIALS, config=choices)
+    summary["complete"] = True
+    trials = pd.DataFrame([r.as_dict() for r in rows], columns=TrialRow.columns())
+    return metrics_from_summary(summary), summary, trials
 
 
 def _config(decoder: str, seed: int, num_objs: int = 3) -> dict[str, Any]:

@@ -207,7 +207,6 @@ def load_job(job_dir: str | os.PathLike, root: str | os.PathLike | None = None,
         "job_dir": str(job_dir),
         "overrides": " ".join(str(o) for o in overrides),
     }
-    has_results = bool(_numeric(metrics))
     state = status.get("status")
     error = status.get("error")
     if state is None or state == "running":
@@ -215,7 +214,14 @@ def load_job(job_dir: str | os.PathLike, root: str | os.PathLike | None = None,
         if crashed is not None:
             state, error = "failed", error or crashed
     if state is None:
-        state = "done" if has_results else "unknown"
+        state = "done" if _numeric(metrics) else "unknown"
+    if state == "done" and summary.get("complete") is False:
+        state = "incomplete"
+        error = error or f"{summary_path}: the evaluation stopped before its last episode; rerun the job to resume it"
+    # Only finished jobs count: the figures of a failed, running or cut-short job are partial.
+    has_results = bool(_numeric(metrics)) and state == "done"
+    if _numeric(metrics) and not has_results:
+        warnings.append(f"{job_dir}: status {state!r}, its metrics are partial and left out of the tables")
     row.update(status=state, has_results=has_results, error=error,
                log_path=_log_path(job_dir, root, row["job_id"], job_node.get("name"), failed=not has_results))
     for group, choice in choices.items():

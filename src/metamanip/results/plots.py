@@ -60,6 +60,13 @@ def group_label(key: dict[str, Any]) -> str:
     return ", ".join(parts) or "all jobs"
 
 
+def _varying(keys: list[dict[str, Any]]) -> list[str]:
+    """Group columns whose value differs between groups (the others only repeat in every label)."""
+    cols = list(keys[0]) if keys else []
+    varying = [c for c in cols if len({repr(k[c]) for k in keys}) > 1]
+    return varying or cols
+
+
 def plot_success_by_trial(results: SweepResults | pd.DataFrame, group_by: Sequence[str] | None = None,
                           confidence: float = 0.95) -> Figure:
     """Success rate per trial index (mean ± CI over seeds), one line per group.
@@ -75,16 +82,20 @@ def plot_success_by_trial(results: SweepResults | pd.DataFrame, group_by: Sequen
     stats = aggregate(jobs, group_by, trial_cols, confidence)
     fig = Figure(figsize=(5.5, 3.8))
     ax = fig.add_subplot()
-    keys = stats[group_by].drop_duplicates() if group_by else pd.DataFrame([{}])
+    keys = [dict(zip(group_by, k)) for k in stats[group_by].drop_duplicates().itertuples(index=False)] \
+        if group_by else [{}]
+    shown = _varying(keys)
     offsets = np.linspace(-0.08, 0.08, len(keys)) if len(keys) > 1 else [0.0]
-    for off, (_, key_row) in zip(offsets, keys.iterrows()):
-        key = {c: key_row[c] for c in group_by}
+    for off, key in zip(offsets, keys):
         sub = stats
         for c, v in key.items():
             sub = sub[sub[c].isna()] if v is None or (isinstance(v, float) and np.isnan(v)) else sub[sub[c] == v]
         sub = sub.set_index("metric").loc[trial_cols]
         x = np.arange(1, len(trial_cols) + 1) + off
-        ax.errorbar(x, sub["mean"], yerr=sub["ci"].fillna(0.0), marker="o", capsize=3, label=group_label(key))
+        mean, ci = sub["mean"].to_numpy(float), sub["ci"].fillna(0.0).to_numpy(float)
+        # a success rate lies in [0, 1]: clip the interval, not the mean
+        yerr = np.vstack([mean - np.clip(mean - ci, 0.0, 1.0), np.clip(mean + ci, 0.0, 1.0) - mean])
+        ax.errorbar(x, mean, yerr=yerr, marker="o", capsize=3, label=group_label({c: key[c] for c in shown}))
     ax.set_xticks(np.arange(1, len(trial_cols) + 1))
     ax.set_xlabel("trial")
     ax.set_ylabel("success rate")
@@ -107,9 +118,11 @@ def plot_average_reward(results: SweepResults | pd.DataFrame, group_by: Sequence
     fig = Figure(figsize=(max(4.0, 1.1 * len(frame) + 1.5), 3.8))
     ax = fig.add_subplot()
     labels, colors, hatches = [], [], []
+    ours = frame[frame["source"] == "metamanip"]
+    shown = _varying([{c: row[c] for c in table.group_by} for _, row in ours.iterrows()])
     for _, row in frame.iterrows():
         if row["source"] == "metamanip":
-            labels.append(group_label({c: row[c] for c in table.group_by}))
+            labels.append(group_label({c: row[c] for c in shown}))
             colors.append("tab:blue")
             hatches.append("")
         else:
