@@ -124,9 +124,13 @@ def test_partial_sweep_table_counts_only_finished_jobs(half_sweep: Path) -> None
 def test_metric_missing_in_some_jobs_is_marked_with_its_n(eval_sweep: Path) -> None:
     jobs = load_results(eval_sweep).jobs.copy()
     jobs.loc[jobs["job"] == "0", "episode_length"] = np.nan
-    table = results_table(jobs, group_by=["decoder"], metrics=["episode_length"], reference=False)
+    table = results_table(jobs, group_by=["decoder"], metrics=["average_reward", "episode_length"],
+                          reference=False)
     assert "(n=2)" in table.display_frame().set_index("decoder").loc["lstm", "ep. length"]
     assert "(n=" not in table.display_frame().set_index("decoder").loc["fc", "ep. length"]
+    assert "(n=" not in table.display_frame().set_index("decoder").loc["lstm", "avg reward"]
+    # a job without any of the tabulated metrics (e.g. a train job) does not join a group
+    assert list(results_table(jobs, group_by=["decoder"], metrics=["episode_length"]).frame["n"]) == [3, 2]
 
 
 def test_no_finished_job_is_a_clear_error(half_sweep: Path) -> None:

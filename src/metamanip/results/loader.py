@@ -35,7 +35,7 @@ KEY_COLUMNS: tuple[str, ...] = (
 #: Columns that describe where a job is and how it ended.
 JOB_COLUMNS: tuple[str, ...] = (
     "sweep", "job", "job_num", "job_id", "task_name", "status", "has_results", "error", "log_path",
-    "overrides", "job_dir",
+    "overrides", "attempt", "job_dir",
 )
 
 #: Stage subdirectories of a pipeline job, searched (in this order) for files the job itself lacks.
@@ -132,6 +132,20 @@ def load_results(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Swee
 # ----------------------------------------------------------------------------------------- discovery
 
 
+def latest_sweep(log_dir: str | os.PathLike) -> Path:
+    """The newest sweep (`<log_dir>/<task>/multiruns/<date>`) or, failing that, run dir under `log_dir`.
+
+    For notebooks opened without a sweep named: show the last thing that ran.
+    """
+    log_dir = Path(log_dir)
+    for pattern in ("*/multiruns/*", "*/runs/*"):
+        cands = [p for p in log_dir.glob(pattern) if p.is_dir()]
+        if cands:
+            return max(cands, key=lambda p: (p.name, p.stat().st_mtime))
+    raise NoRunsError(f"no sweep or run under {log_dir} (expected <task>/multiruns/<date> or <task>/runs/<date>); "
+                      f"run one, or name the directory (METAMANIP_SWEEP=... for the notebook)")
+
+
 def find_job_dirs(root: str | os.PathLike) -> list[Path]:
     """Job directories under `root` (itself included), in a stable, numeric-aware order."""
     root = Path(root)
@@ -209,8 +223,11 @@ def load_job(job_dir: str | os.PathLike, root: str | os.PathLike | None = None,
     }
     state = status.get("status")
     error = status.get("error")
+    folder = status.get("submitit_folder")
+    row["job_id"] = str(status.get("submitit_job_id") or row["job_id"] or "") or None
+    row["attempt"] = status.get("attempt")
     if state is None or state == "running":
-        crashed = _submitit_error(job_dir, root, row["job_id"])
+        crashed = _submitit_error(job_dir, root, row["job_id"], folder)
         if crashed is not None:
             state, error = "failed", error or crashed
     if state is None:
@@ -223,7 +240,8 @@ def load_job(job_dir: str | os.PathLike, root: str | os.PathLike | None = None,
     if _numeric(metrics) and not has_results:
         warnings.append(f"{job_dir}: status {state!r}, its metrics are partial and left out of the tables")
     row.update(status=state, has_results=has_results, error=error,
-               log_path=_log_path(job_dir, root, row["job_id"], job_node.get("name"), failed=not has_results))
+               log_path=_log_path(job_dir, root, row["job_id"], job_node.get("name"), failed=not has_results,
+                                  folder=folder))
     for group, choice in choices.items():
         if not str(group).startswith("hydra/"):
             row[f"choice.{group}"] = choice
@@ -394,8 +412,13 @@ def _expected_overrides(hydra_node: dict[str, Any]) -> list[list[str]] | None:
 # ----------------------------------------------------------------------------------------- logs
 
 
-def _submitit_dirs(job_dir: Path, root: Path) -> list[Path]:
-    cands = [job_dir / ".submitit", job_dir.parent / ".submitit", root / ".submitit"]
+def _submitit_folders(job_dir: Path, root: Path, job_id: str | None, folder: str | None) -> list[Path]:
+    """Where submitit kept this job's logs: the folder status.json names, else `.submitit/<job id>` under
+    the job, next to it, or under the sweep root."""
+    cands = [Path(folder)] if folder else []
+    if job_id:
+        cands += [job_dir / ".submitit" / job_id, job_dir.parent / ".submitit" / job_id,
+                  root / ".submitit" / job_id]
     out: list[Path] = []
     for c in cands:
         if c.is_dir() and c not in out:
@@ -403,17 +426,15 @@ def _submitit_dirs(job_dir: Path, root: Path) -> list[Path]:
     return out
 
 
-def _log_path(job_dir: Path, root: Path, job_id: str | None, job_name: str | None, failed: bool) -> str | None:
+def _log_path(job_dir: Path, root: Path, job_id: str | None, job_name: str | None, failed: bool,
+              folder: str | None = None) -> str | None:
     """The log a person should open for this job: submitit's (stderr first when it failed), else Hydra's."""
-    if job_id:
-        for sub in _submitit_dirs(job_dir, root):
-            folder = sub / job_id
-            if folder.is_dir():
-                order = ("err", "out") if failed else ("out", "err")
-                for kind in order:
-                    logs = sorted(folder.glob(f"*_log.{kind}"))
-                    if logs and (kind == order[-1] or logs[0].stat().st_size > 0):
-                        return str(logs[0])
+    order = ("err", "out") if failed else ("out", "err")
+    for sub in _submitit_folders(job_dir, root, job_id, folder):
+        for kind in order:
+            logs = sorted(sub.glob(f"*_log.{kind}"))
+            if logs and (kind == order[-1] or logs[0].stat().st_size > 0):
+                return str(logs[0])
     if job_name and (job_dir / f"{job_name}.log").is_file():
         return str(job_dir / f"{job_name}.log")
     logs = sorted(job_dir.glob("*.log"))
@@ -431,12 +452,10 @@ def _unstarted_log(sweep_dir: Path, num: int) -> str | None:
     return None
 
 
-def _submitit_error(job_dir: Path, root: Path, job_id: str | None) -> str | None:
+def _submitit_error(job_dir: Path, root: Path, job_id: str | None, folder: str | None = None) -> str | None:
     """The error submitit recorded for a job that died before it could write status.json."""
-    if not job_id:
-        return None
-    for sub in _submitit_dirs(job_dir, root):
-        for result in sorted((sub / job_id).glob("*_result.pkl")):
+    for sub in _submitit_folders(job_dir, root, job_id, folder):
+        for result in sorted(sub.glob("*_result.pkl")):
             try:
                 with open(result, "rb") as fh:
                     outcome, payload = pickle.load(fh)

@@ -239,6 +239,8 @@ def results_table(results: SweepResults | pd.DataFrame, group_by: Sequence[str] 
     if missing:
         raise KeyError(f"metric(s) {', '.join(missing)} not in the results; available: "
                        f"{', '.join(all_metrics or default_metrics(done))}")
+    # a job reporting none of these metrics (a train job in an eval table) is not part of any group
+    done = done[done[metrics].notna().any(axis=1)]
     rows = []
     for key, group in _groups(done, group_by):
         row: dict[str, Any] = {"source": "metamanip", **key, "n": len(group)}
