@@ -60,3 +60,30 @@ class TinyPolicy(nn.Module):
         loss = F.huber_loss(arm, target[..., :6]) + 0.01 * F.binary_cross_entropy_with_logits(
             grip, (target[..., 6] + 1) / 2)
         return {"loss": loss}
+
+
+def write_dataset(root, episodes: int = 4, trials: int = 2, steps: int = 8, size: int = 32,
+                  gripper_size: int = 16, gripper: bool = True, seed: int = 0):
+    """A small real shard dataset (the data layer's writer) with learnable actions."""
+    import numpy as np
+
+    from metamanip.data.shards import EpisodeBuffer, ShardWriter
+
+    rng = np.random.default_rng(seed)
+    writer = ShardWriter(root, 0)
+    for e in range(episodes):
+        buf = EpisodeBuffer()
+        for trial in range(trials):
+            for t in range(steps):
+                robot = rng.normal(size=15).astype(np.float32)
+                obs = {"robot_obs": robot, "scene_obs": rng.normal(size=24).astype(np.float32),
+                       "rgb_static": rng.integers(0, 255, (size, size, 3), dtype=np.uint8)}
+                if gripper:
+                    obs["rgb_gripper"] = rng.integers(0, 255, (gripper_size, gripper_size, 3), dtype=np.uint8)
+                action = np.concatenate([np.tanh(robot[:6]), [1.0 if robot[6] > 0 else -1.0]]).astype(np.float32)
+                buf.add_step(obs=obs, action=action, action_abs=action, trial=trial, reward=0.0,
+                             texts={"train_feedback": f"first trial. episode objects: drawer, led {trial}",
+                                    "alt_feedback": "alt", "lm_feedback": "lm"})
+        writer.write_episode(f"ep{e:03d}", buf, {"meta_task": "open_drawer"})
+    writer.finalise()
+    return root

@@ -47,10 +47,16 @@ def decay_groups(model: nn.Module, weight_decay: float,
 def build_adamw(model: nn.Module, lr: float, weight_decay: float = 0.0,
                 betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
                 no_decay: Sequence[str] = DEFAULT_NO_DECAY) -> torch.optim.AdamW:
-    """AdamW over the model's trainable parameters with the decay groups above."""
+    """AdamW over the model's trainable parameters: the model's own `param_groups(weight_decay)` when it
+    has one (the policy does), else the decay groups above."""
     if lr <= 0:
         raise ValueError(f"trainer.lr must be > 0, got {lr}")
-    groups = decay_groups(model, weight_decay, no_decay)
-    for g in groups:
-        g.pop("names")
+    if callable(getattr(model, "param_groups", None)):  # the policy knows its own parameters best
+        groups = [g for g in model.param_groups(weight_decay) if g["params"]]
+        if not groups:
+            raise ValueError("the model has no trainable parameters; check the policy's freeze settings")
+    else:
+        groups = decay_groups(model, weight_decay, no_decay)
+        for g in groups:
+            g.pop("names")
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)

@@ -231,11 +231,11 @@ class Trainer:
                    disable=not (main and self.progress), leave=False)
         exit_code = 1
         try:
+            model.train()
             stream = self._stream(loader, sampler, micro, per_rank_batches)
             window_t0, window_samples = time.perf_counter(), 0
             while step < total:
                 t0 = time.perf_counter()
-                model.train()
                 loss_sum = torch.zeros((), device=device, dtype=torch.float64)
                 for k in range(self.grad_accum_steps):
                     batch = _to_device(next(stream), device)
