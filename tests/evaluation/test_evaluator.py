@@ -146,7 +146,7 @@ def test_combi_protocol_runs(tmp_path):
                  out_dir=tmp_path, progress=False, **{**KW, "num_objs": 4})
     rows = read_trials(tmp_path / "trials.csv")
     assert {r.group for r in rows} == {"move_slider_right+turn_off_led", "close_drawer+turn_on_lightbulb"}
-    assert {r.meta_position for r in rows} == {""} and rows[0].meta_task == "move_slider_right+turn_off_led"
+    assert rows[0].meta_task == "move_slider_right+turn_off_led"
     assert s["episodes"] == 6
 
 

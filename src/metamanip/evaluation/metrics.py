@@ -22,7 +22,7 @@ class TrialRow:
     group: str
     episode: int
     trial: int  # 1-based
-    meta_position: str  # index of the rewarding object in the listed order ("" for Combi-Explore)
+    meta_position: str  # index of the rewarding object in the listed order (Combi: "i;j" of the pair)
     meta_task: str
     reward: float
     steps: int

@@ -50,13 +50,15 @@ def episode_rows(spec: EpisodeSpec, info: Mapping[str, Any], num_objs: int, num_
         raise RuntimeError(f"the setting reported {len(results)} trials for a {num_trials}-trial episode")
     meta = info.get("meta_task")
     meta_task = "+".join(meta) if isinstance(meta, (list, tuple)) else str(meta)
+    pos = info.get("meta_position", spec.meta_position)
+    position = "" if pos is None else ";".join(map(str, pos)) if isinstance(pos, (list, tuple)) else str(pos)
     rows = []
     for k in range(num_trials):
         res = results[k] if k < len(results) else {"reward": 0.0, "steps": 0, "completed_tasks": ()}
         tasks = res.get("completed_tasks") or ()
         rows.append(TrialRow(
             setting=spec.setting, num_objs=int(num_objs), group=spec.group, episode=spec.episode, trial=k + 1,
-            meta_position="" if spec.meta_position is None else str(spec.meta_position),
+            meta_position=position,
             meta_task=meta_task, reward=float(res.get("reward", 0.0)), steps=int(res.get("steps", 0)),
             completed_tasks=";".join(sorted(str(t) for t in tasks))))
     return rows

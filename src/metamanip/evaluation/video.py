@@ -39,7 +39,7 @@ def compose_frame(static: np.ndarray | None, gripper: np.ndarray | None, text: s
     top = np.concatenate(scaled, axis=1)
     width = top.shape[1]
     font = _font()
-    char_w = max(1, _text_width(font, "M"))
+    char_w = max(1, round(_text_width(font, "abcdefghijklmnopqrstuvwxyz ,.") / 29 + 0.5))
     line_h = _line_height(font)
     caption = f"[trial {trial}] {text}" if trial is not None else text
     lines = textwrap.wrap(caption, width=max(10, width // char_w))[:CAPTION_LINES]

@@ -22,6 +22,15 @@ class WorkerError(RuntimeError):
     """An exception raised inside an env worker."""
 
 
+#: The setting info keys an agent in the parent process needs (the simulator's state snapshot stays home).
+INFO_KEYS = ("feedback", "trial", "trial_step", "trial_done", "decision_point", "completed_tasks",
+             "explored_objects", "episode_objects", "meta_task", "meta_position", "trial_results", "episode_done")
+
+
+def slim_info(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: info[k] for k in INFO_KEYS if k in info}
+
+
 def _worker_main(conn: Connection, env_factory: Callable[[], Any],
                  agent_factory: Callable[[Any], Any] | None, threads: int) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
@@ -47,9 +56,11 @@ def _worker_main(conn: Connection, env_factory: Callable[[], Any],
                 break
             if cmd == "reset":
                 spec = payload
-                out = env.reset(seed=spec.seed, options=spec.reset_options())
+                obs, info = env.reset(seed=spec.seed, options=spec.reset_options())
+                out = (obs, slim_info(info))
             elif cmd == "step":
-                out = env.step(payload)
+                obs, reward, terminated, truncated, info = env.step(payload)
+                out = (obs, reward, terminated, truncated, slim_info(info))
             elif cmd == "episode":
                 if agent is None:
                     raise RuntimeError("this pool has no per-env agent: build it with agent_factory")
@@ -67,15 +78,29 @@ def _worker_main(conn: Connection, env_factory: Callable[[], Any],
             pass
 
 
+#: Imported once by the fork server, so each worker starts as a cheap fork with these already loaded.
+PRELOAD = ["metamanip.evaluation.rollout", "hydra.utils", "omegaconf"]
+
+
+def _context(start_method: str | None) -> mp.context.BaseContext:
+    """A fork server by default: workers fork from a clean process (never from a parent holding torch
+    threads or a simulator), without paying a fresh interpreter's imports each time as spawn does."""
+    method = start_method or ("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
 class EnvWorkerPool:
     """N worker processes, each owning one env; use as a context manager so workers always stop."""
 
     def __init__(self, env_factory: Callable[[], Any], num_workers: int,
                  agent_factory: Callable[[Any], Any] | None = None, threads_per_worker: int = 1,
-                 start_method: str = "spawn"):
+                 start_method: str | None = None):
         if num_workers < 1:
             raise ValueError(f"eval.num_workers must be >= 1, got {num_workers}")
-        ctx = mp.get_context(start_method)
+        ctx = _context(start_method)
         self.conns: list[Connection] = []
         self.procs: list[mp.process.BaseProcess] = []
         for i in range(num_workers):

@@ -1,0 +1,231 @@
+"""`metamanip-eval`: a trained policy or an oracle through the thesis evaluation protocol.
+
+    metamanip-eval env=explore env.num_objs=5 eval.split=heldout eval.num_resets=30 ckpt=.../last.pt
+    metamanip-eval env=combi_explore eval.agent=oracle oracle=scripted eval.num_workers=2
+
+Writes trials.csv, summary.json, metrics.json (and videos/ with eval.videos=K) into the job dir and
+prints the results table. A re-run into the same dir (hydra.run.dir=...) finishes an interrupted one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import hydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from metamanip.cli.jobstate import job
+from metamanip.evaluation.agents import OracleFactory
+from metamanip.evaluation.evaluator import evaluate
+from metamanip.evaluation.metrics import metrics_from_summary
+from metamanip.evaluation.protocol import (COMBI, EXPLORE, EpisodeSpec, combi_episodes, explore_episodes,
+                                           mark_videos)
+from metamanip.evaluation.rollout import feedback_key
+from metamanip.evaluation.workers import ConfigFactory
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
+AGENTS = ("policy", "oracle")
+SINGLE = "single_object"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be evaluated under this config (missing, unreadable or mismatched)."""
+
+
+def setting_of(env_cfg: Mapping[str, Any]) -> str:
+    """explore | combi_explore | single_object, from the env node's `name` or its `_target_`."""
+    name = str(env_cfg.get("name") or env_cfg.get("_target_", "")).rsplit(".", 1)[-1].lower()
+    if "combi" in name:
+        return COMBI
+    if "single" in name:
+        return SINGLE
+    if "explore" in name:
+        return EXPLORE
+    raise ValueError(f"cannot tell the setting of env node {env_cfg.get('_target_')!r}: choose env=explore, "
+                     "env=combi_explore or env=single_object")
+
+
+def trial_budget_of(env_cfg: DictConfig) -> tuple[int, int]:
+    """(num_trials, trial_steps) the setting will use, resolved the setting's way without building it."""
+    from hydra.utils import get_class
+
+    from metamanip.settings.meta_env import trial_budget
+
+    cls = get_class(env_cfg._target_)
+    plain = OmegaConf.to_container(env_cfg, resolve=True)
+    return trial_budget(plain.get("num_trials"), plain.get("trial_steps"), plain.get("rollout_steps"),
+                        cls.thesis_num_trials(plain), setting_of(env_cfg))
+
+
+def protocol_specs(cfg: DictConfig) -> list[EpisodeSpec]:
+    """The episodes of the thesis protocol for this config (split, num_resets, seed, videos)."""
+    from metamanip.settings.splits import combi_pairs, explore_pool
+
+    setting = setting_of(cfg.env)
+    split, num_resets, seed = cfg.eval.split, int(cfg.eval.num_resets), int(cfg.seed)
+    num_trials, _ = trial_budget_of(cfg.env)
+    if setting == COMBI:
+        specs = combi_episodes(combi_pairs().pairs(split), num_resets, seed)
+    elif setting == SINGLE:
+        from metamanip.settings.single_object import single_pool
+
+        combos = single_pool(cfg.env.object).combinations(split)
+        specs = explore_episodes(combos, num_resets, num_trials, seed, setting=SINGLE)
+    else:
+        pool = explore_pool(int(cfg.env.num_objs), bool(cfg.env.get("block_holdout", False)))
+        specs = explore_episodes(pool.combinations(split), num_resets, num_trials, seed)
+    return mark_videos(specs, int(cfg.eval.videos))
+
+
+def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The policy config stored in a policy or trainer checkpoint, without building the policy."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} does not exist: pass ckpt=<train job dir>/checkpoints/last.pt")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise CheckpointError(f"checkpoint {p} cannot be read ({type(e).__name__}: {e}); it may be truncated "
+                              "or not a metamanip checkpoint") from e
+    payload = blob.get("policy", blob) if isinstance(blob, dict) else None
+    if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
+        raise CheckpointError(f"checkpoint {p} holds no policy (expected 'config' and 'state_dict', or a trainer "
+                              "checkpoint with them under 'policy')")
+    cfg = payload["config"]
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+
+
+def check_checkpoint(path: str | Path | None, cfg: DictConfig) -> dict[str, Any]:
+    """Refuse, before any env starts, a checkpoint that is missing or was trained for other inputs."""
+    if path in (None, "", "???"):
+        raise CheckpointError("eval.agent=policy needs ckpt=<path to a trained checkpoint> "
+                              "(or evaluate an oracle: eval.agent=oracle oracle=scripted)")
+    ckpt_cfg = read_checkpoint_config(path)
+    problems = compatibility_problems(ckpt_cfg, cfg)
+    if problems:
+        raise CheckpointError(f"checkpoint {path} does not match this config: " + "; ".join(problems))
+    return ckpt_cfg
+
+
+def compatibility_problems(ckpt_cfg: Mapping[str, Any], cfg: DictConfig) -> list[str]:
+    """Differences between what the policy was trained on and what the env will give it."""
+    from metamanip.models.checkpoint import policy_inputs
+
+    problems = []
+    wants = policy_inputs(ckpt_cfg)  # {"rgb_static": (H, W), "rgb_gripper": (h, w) or absent}
+    cams = OmegaConf.to_container(cfg.env.sim.get("cameras") or {}, resolve=True) if "sim" in cfg.env else {}
+    for key, size in wants.items():
+        name = key.removeprefix("rgb_")
+        cam = (cams or {}).get(name)
+        if not cam:
+            problems.append(f"the policy reads {key} but env.sim.cameras has no {name!r} camera "
+                            f"(set env.sim.cameras.{name} or evaluate a checkpoint trained without it)")
+            continue
+        have = (int(cam.get("height", cam.get("width", 0))), int(cam.get("width", cam.get("height", 0))))
+        if size is not None and tuple(size) != have:
+            problems.append(f"the policy was trained on {key} of {tuple(size)} but env.sim.cameras.{name} gives "
+                            f"{have} (set env.sim.cameras.{name}.width/height to match)")
+    return problems
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Evaluate in `cfg.paths.output_dir`; returns the metrics (also written to metrics.json)."""
+    e = cfg.eval
+    if e.agent not in AGENTS:
+        raise ValueError(f"eval.agent must be one of {list(AGENTS)}, got {e.agent!r}")
+    if e.split not in ("heldout", "train"):
+        raise ValueError(f"eval.split must be 'heldout' or 'train', got {e.split!r}")
+    feedback_key(e.feedback)
+    setting = setting_of(cfg.env)
+    policy = agent_factory = None
+    with job(cfg) as out:
+        ckpt_cfg = check_checkpoint(cfg.get("ckpt"), cfg) if e.agent == "policy" else None  # before any env
+        specs = protocol_specs(cfg)
+        if e.agent == "policy":
+            from metamanip.models.checkpoint import load_policy
+
+            policy = load_policy(cfg.ckpt)
+            policy.to(e.get("device", "cpu"))
+        else:
+            agent_factory = OracleFactory(OmegaConf.to_container(cfg.oracle, resolve=True))
+        num_trials, trial_steps = trial_budget_of(cfg.env)
+        summary = evaluate(
+            specs, env_factory=ConfigFactory(env_for_split(cfg.env, e.split)), out_dir=out,
+            num_objs=num_objs_of(cfg.env), num_trials=num_trials, trial_steps=trial_steps,
+            num_workers=int(e.num_workers), policy=policy,
+            agent_factory=agent_factory, feedback=e.feedback, config=run_choices(cfg, setting, ckpt_cfg),
+            progress=bool(e.get("progress", True)))
+    return metrics_from_summary(summary)
+
+
+def num_objs_of(env_cfg: Mapping[str, Any]) -> int:
+    """The objects-per-setting figure of the thesis tables: num_objs (Explore), 4 (Combi), 1 (single)."""
+    setting = setting_of(env_cfg)
+    return 4 if setting == COMBI else 1 if setting == SINGLE else int(env_cfg["num_objs"])
+
+
+def env_for_split(env_cfg: DictConfig, split: str) -> DictConfig:
+    """The env node with the evaluation split set (held-out paraphrase templates and combinations)."""
+    node = env_cfg.copy()
+    with open_dict(node):
+        if "split" in node:
+            node.split = split
+    return node
+
+
+def run_choices(cfg: DictConfig, setting: str, ckpt_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The config choices recorded in summary.json (the results tables group by them)."""
+    e = cfg.eval
+    agent = "policy" if e.agent == "policy" else f"oracle/{_choice('oracle') or 'oracle'}"
+    num_trials, trial_steps = trial_budget_of(cfg.env)
+    out = {"setting": setting, "num_objs": num_objs_of(cfg.env), "split": e.split,
+           "feedback": e.feedback, "agent": agent, "num_trials": num_trials,
+           "trial_steps": trial_steps, "num_resets": int(e.num_resets), "seed": int(cfg.seed),
+           "trial_limits": _choice("trial_limits")}
+    if ckpt_cfg is not None:
+        out["ckpt"] = str(cfg.ckpt)
+        for node in ("backbone", "decoder"):
+            sub = ckpt_cfg.get(node) or {}
+            out[node] = sub.get("name") if isinstance(sub, Mapping) else sub
+    return out
+
+
+def _choice(group: str) -> str | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().runtime.choices.get(group)
+    except (ValueError, AttributeError):
+        return None
+
+
+def format_table(summary: Mapping[str, Any]) -> str:
+    """The results table: one row per combination or pair, then the overall row."""
+    head = ["group", "episodes", "total", "avg_reward", "found", "ep_len", "success by trial"]
+    rows = []
+    for name, g in list(summary["groups"].items()) + [("overall", summary)]:
+        rows.append([name, str(g["episodes"]), f"{g['total_reward']:.0f}", f"{g['average_reward']:.2f}",
+                     f"{g['ratio_reward_found']:.2f}", f"{g['episode_length']:.1f}",
+                     " ".join(f"{v:.2f}" for v in g["success_by_trial"])])
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    sep = "-" * len(line(head))
+    return "\n".join([line(head), sep, *map(line, rows[:-1]), sep, line(rows[-1])])
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+def main(cfg: DictConfig) -> float:
+    metrics = run(cfg)
+    summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+    print(format_table(summary))
+    return float(metrics["average_reward"])
+
+
+if __name__ == "__main__":
+    main()
