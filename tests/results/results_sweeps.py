@@ -66,8 +66,10 @@ def eval_outputs(average_reward: float, num_objs: int = 3, seed: int = 0,
                      meta_position=str(ep % 3), meta_task="open_drawer", reward=float((ep, t) in rewarded),
                      steps=50 + seed, completed_tasks="open_drawer")
             for ep in range(EPISODES) for t in range(1, NUM_TRIALS + 1)]
-    choices = {"setting": "explore", "num_objs": num_objs, "split": "heldout", "feedback": "train_feedback",
-               **(config or {})}
+    # what metamanip.cli.eval.run_choices records
+    choices = {"setting": "explore", "num_objs": num_objs, "split": "heldout", "feedback": "train",
+               "agent": "policy", "num_trials": NUM_TRIALS, "trial_steps": 300, "num_resets": EPISODES,
+               "seed": seed, "trial_limits": None, **(config or {})}
     summary = summarize(rows, NUM_TRIALS, config=choices)
     summary["complete"] = True
     trials = pd.DataFrame([r.as_dict() for r in rows], columns=TrialRow.columns())
@@ -79,7 +81,7 @@ def _config(decoder: str, seed: int, num_objs: int = 3) -> dict[str, Any]:
             "env": {"_target_": "metamanip.settings.explore.ExploreEnv", "num_objs": num_objs,
                     "num_trials": NUM_TRIALS},
             "decoder": {"_target_": f"metamanip.models.decoders.{decoder}.Decoder", "hidden": 8},
-            "backbone": {"name": "tiny"}, "eval": {"split": "heldout", "feedback": "train_feedback"},
+            "backbone": {"name": "tiny"}, "eval": {"split": "heldout", "feedback": "train"},
             "trainer": {"lr": 1e-4}}
 
 
@@ -102,7 +104,8 @@ def eval_sweep(tmp_path: Path) -> Path:
     num = 0
     for decoder in ("lstm", "fc"):
         for seed in (1, 2, 3):
-            metrics, summary, trials = eval_outputs(EVAL_REWARDS[(decoder, seed)], seed=seed)
+            metrics, summary, trials = eval_outputs(EVAL_REWARDS[(decoder, seed)], seed=seed,
+                                                    config={"decoder": decoder, "backbone": "tiny"})
             write_job(sweep / str(num), num=num, overrides=[f"decoder={decoder}", f"seed={seed}"],
                       choices={"env": "explore", "decoder": decoder, "backbone": "tiny",
                                "trial_limits": "thesis_3_5"},

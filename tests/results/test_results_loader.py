@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from results_sweeps import EPISODES, EVAL_REWARDS, NUM_TRIALS, eval_outputs, write_job, write_multirun
 
 from metamanip.results import NoRunsError, find_job_dirs, load_results
@@ -93,7 +94,7 @@ def test_several_directories_and_a_single_run(eval_sweep: Path, train_run: Path)
 
 def test_pipeline_job_reads_its_stage_subdirectories(tmp_path: Path) -> None:
     job = tmp_path / "pipeline" / "runs" / "r1"
-    metrics, summary, trials = eval_outputs(2.0)
+    metrics, summary, trials = eval_outputs(2.0, seed=3, config={"decoder": "fc"})
     write_job(job, num=0, overrides=["decoder=fc"], choices={"env": "explore", "decoder": "fc"},
               config={"task_name": "pipeline", "seed": 3, "env": {"num_objs": 5}}, job_name="pipeline",
               metrics=metrics)
@@ -134,3 +135,27 @@ def test_corrupt_metrics_file_is_reported_not_fatal(eval_sweep: Path) -> None:
     res = load_results(eval_sweep)
     assert list(res.missing["job"]) == ["1"]
     assert any("1/metrics.json: unreadable JSON" in w for w in res.warnings)
+
+
+def test_incomplete_evaluation_is_listed_not_tabulated(eval_sweep: Path) -> None:
+    summary = json.loads((eval_sweep / "2" / "summary.json").read_text())
+    (eval_sweep / "2" / "summary.json").write_text(json.dumps({**summary, "complete": False}))
+    res = load_results(eval_sweep)
+    assert list(res.missing["job"]) == ["2"] and res.missing.loc[0, "status"] == "incomplete"
+    assert "rerun the job to resume" in res.missing.loc[0, "error"]
+    assert any("partial and left out" in w for w in res.warnings)
+    assert len(res.finished) == 5
+
+
+def test_optuna_sweep_lists_trials_that_never_ran(tmp_path: Path) -> None:
+    sweep = tmp_path / "optuna"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", "n_trials": 3},
+        "overrides": {"task": ["hparams_search=optuna_lr"]}}}))
+    metrics, summary, trials = eval_outputs(2.0)
+    write_job(sweep / "0", num=0, overrides=["trainer.lr=0.001"], choices={}, config={"seed": 0},
+              metrics=metrics, summary=summary)
+    res = load_results(sweep)
+    assert len(res.finished) == 1 and res.jobs.loc[0, "override.trainer.lr"] == pytest.approx(1e-3)
+    assert list(res.missing["job"]) == ["1", "2"] and set(res.missing["status"]) == {"not started"}

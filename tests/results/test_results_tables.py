@@ -46,7 +46,8 @@ def test_default_grouping_separates_decoders_and_aggregates_seeds(eval_sweep: Pa
     assert table.metrics == ["average_reward", "ratio_reward_found", "episode_length",
                              *[f"success_trial_{i}" for i in range(1, NUM_TRIALS + 1)]]
     assert table.common == {"backbone": "tiny", "trial_limits": "thesis_3_5", "split": "heldout",
-                            "feedback": "train_feedback", "num_trials": NUM_TRIALS}
+                            "feedback": "train", "agent": "policy", "num_trials": NUM_TRIALS,
+                            "trial_steps": 300, "num_resets": EPISODES}
 
 
 def test_success_by_trial_columns_agree_with_trials_csv(eval_sweep: Path) -> None:
@@ -91,7 +92,7 @@ def test_reference_row_only_where_the_setting_matches(eval_sweep: Path) -> None:
     assert math.isnan(ref.iloc[0]["success_trial_1"])  # the thesis did not record it
     # a known split that differs from the thesis' excludes the reference
     assert not matching_references({"setting": "explore", "num_objs": 5, "split": "train"})
-    combi = matching_references({"setting": "CombiExploreEnv", "feedback": "alt_feedback"})
+    combi = matching_references({"setting": "CombiExploreEnv", "feedback": "alt"})
     assert [r.label for r in combi] == [THESIS_RESULTS[2].label]
 
 

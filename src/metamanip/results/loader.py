@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 #: Columns that identify what a job ran; filled from summary.json, Hydra's choices, then the config.
 KEY_COLUMNS: tuple[str, ...] = (
     "setting", "num_objs", "backbone", "decoder", "trial_limits", "split", "feedback", "agent",
-    "num_trials", "seed",
+    "num_trials", "trial_steps", "num_resets", "seed",
 )
 
 #: Columns that describe where a job is and how it ended.
@@ -345,6 +345,8 @@ def _key_columns(summary: dict[str, Any], choices: dict[str, Any], config: dict[
         "feedback": first((s, "feedback"), (n, "feedback"), (f, "eval.feedback")),
         "agent": first((s, "agent"), (n, "agent"), (f, "eval.agent"), (c, "eval/agent"), (c, "agent")),
         "num_trials": first((s, "num_trials"), (n, "num_trials"), (f, "env.num_trials")),
+        "trial_steps": first((s, "trial_steps"), (n, "trial_steps"), (f, "env.trial_steps")),
+        "num_resets": first((s, "num_resets"), (n, "num_resets"), (f, "eval.num_resets")),
         "seed": first((s, "seed"), (n, "seed"), (f, "seed")),
     }
     if isinstance(out["agent"], dict):

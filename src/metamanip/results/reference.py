@@ -66,6 +66,8 @@ def _normalise(key: str, value: Any) -> Any:
         return normalise_setting(value)
     if key == "split" and isinstance(value, str):
         return _SPLIT_ALIASES.get(value.lower(), value.lower())
+    if key == "feedback" and isinstance(value, str):  # eval.feedback says train | alt
+        return value if value.endswith("_feedback") else f"{value}_feedback"
     if key in ("num_objs", "num_trials"):
         try:
             return int(value)
