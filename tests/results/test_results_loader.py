@@ -159,3 +159,8 @@ def test_optuna_sweep_lists_trials_that_never_ran(tmp_path: Path) -> None:
     res = load_results(sweep)
     assert len(res.finished) == 1 and res.jobs.loc[0, "override.trainer.lr"] == pytest.approx(1e-3)
     assert list(res.missing["job"]) == ["1", "2"] and set(res.missing["status"]) == {"not started"}
+
+
+def test_overlapping_directories_count_each_job_once(eval_sweep: Path) -> None:
+    res = load_results([eval_sweep, eval_sweep.parent])
+    assert len(res.jobs) == 6 and any("counted once" in w for w in res.warnings)

@@ -91,6 +91,7 @@ def load_results(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Swee
     trials: list[pd.DataFrame] = []
     train_logs: list[pd.DataFrame] = []
     warnings: list[str] = []
+    seen_dirs: dict[Path, Path] = {}
     for root in roots:
         if not root.exists():
             raise FileNotFoundError(f"results directory {root} does not exist; pass a sweep dir "
@@ -101,6 +102,11 @@ def load_results(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Swee
         if not found:
             warnings.append(f"{root}: no jobs found (no .hydra/, status.json or metrics.json below it)")
         for row, job_trials, job_log in found:
+            real = Path(row["job_dir"]).resolve()
+            if real in seen_dirs:  # overlapping arguments (a sweep and its parent dir): count each job once
+                warnings.append(f"{row['job_dir']}: already loaded from {seen_dirs[real]}; counted once")
+                continue
+            seen_dirs[real] = root
             rows.append(row)
             if job_trials is not None:
                 trials.append(job_trials)
@@ -371,7 +377,9 @@ def _unstarted_jobs(sweep_dir: Path, root: Path, seen: set[int], warnings: list[
     for num, overrides in enumerate(expected):
         if num in seen:
             continue
-        job_dir = sweep_dir / subdir.replace("${hydra.job.num}", str(num))
+        named = subdir.replace("${hydra.job.num}", str(num))
+        # a subdir built from other interpolations (override_dirname, ...) cannot be predicted
+        job_dir = sweep_dir / (named if "${" not in named else f"<job {num}>")
         rows.append({
             "sweep": str(root),
             "job": job_dir.relative_to(root).as_posix(),
