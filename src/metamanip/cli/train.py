@@ -66,7 +66,11 @@ def build_datasets(cfg: DictConfig) -> tuple[Any, Any]:
                                 "or point data.dir at one")
     window = int(cfg.policy.window_size)
     cameras = cameras_of(cfg)
-    ids = [r.episode_id for r in list_episodes(root, skip_corrupt=bool(cfg.data.skip_corrupt))]
+    refs = list_episodes(root, skip_corrupt=bool(cfg.data.skip_corrupt))
+    if not refs:
+        raise DatasetMismatchError(f"no episodes in data.dir={root}; collect some with metamanip-collect")
+    check_cameras(refs, cameras, root)
+    ids = [r.episode_id for r in refs]
     val_ids = heldout_episodes(ids, float(cfg.data.val_episodes))
     train_ids = sorted(set(ids) - set(val_ids))
     kwargs = dict(window_size=window, feedback=str(cfg.data.feedback), cameras=cameras,
@@ -90,6 +94,25 @@ def build_datasets(cfg: DictConfig) -> tuple[Any, Any]:
     log.info("dataset %s: %d training windows from %d episodes, %d validation windows from %d episodes",
              root, len(train_set), len(train_ids), len(val_set) if val_set is not None else 0, len(val_ids))
     return train_set, val_set
+
+
+def check_cameras(refs: list[Any], cameras: tuple[str, ...], root: Path) -> None:
+    """Refuse a dataset whose episodes lack a camera the policy reads (before any window is read)."""
+    from metamanip.data.shards import EpisodeReader
+
+    reader = EpisodeReader()
+    try:
+        for cam in cameras:
+            key = f"rgb_{cam}"
+            lacking = [r.episode_id for r in refs if key not in reader.file(r.path)[r.group]]
+            if lacking:
+                hint = ("use policy.use_gripper=false, or collect with the gripper camera" if cam == "gripper"
+                        else "render the images with metamanip-render")
+                raise DatasetMismatchError(
+                    f"the policy reads {key} but {len(lacking)} of {len(refs)} episodes in {root} have no "
+                    f"{cam} camera (e.g. {lacking[0]}); {hint}")
+    finally:
+        reader.close()
 
 
 def check_item(item: dict[str, Any], cameras: tuple[str, ...], window: int, root: Path) -> None:

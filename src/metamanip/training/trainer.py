@@ -170,12 +170,13 @@ class Trainer:
         ``{"format_version": 1, "config": {}, "state_dict": ...}``); `run_config` is the resolved config
         stored in every checkpoint and handed to the logger.
         """
-        out = Path(output_dir)
-        ckpt_dir = out / "checkpoints"
         logger = logger or NoLogger()
         denv = distributed.detect()
         device = distributed.pick_device(denv, self.device_name)
         distributed.init_process_group(denv, device)
+        # ranks may have been given different dirs (a timestamped Hydra run dir); rank 0's counts
+        out = Path(distributed.broadcast_object(str(output_dir)))
+        ckpt_dir = out / "checkpoints"
         try:
             return self._fit(policy, train_set, val_set, out, ckpt_dir, logger, run_config or {},
                              policy_payload or _default_payload, denv, device)
