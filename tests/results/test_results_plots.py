@@ -1,4 +1,4 @@
-"""Plots draw the aggregated numbers and are written as PNG + PDF; the report and CLI write every file."""
+"""Plots draw the aggregated numbers and are written as PNG + PDF; the report writes every file."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 from results_sweeps import EPISODES, EVAL_REWARDS
 
-from metamanip.cli.results import main as results_main
 from metamanip.results import (load_results, plot_average_reward, plot_loss_curves, plot_success_by_trial,
                                save_figure, write_report)
 
@@ -71,23 +70,3 @@ def test_report_writes_tables_listings_and_plots(half_sweep: Path, train_run: Pa
     assert "`2` · failed" in missing and "CUDA out of memory" in missing and "777_2_0_log.err" in missing
     assert "`3` · not started" in missing and "decoder=fc seed=2" in missing
     assert len(pd.read_csv(tmp_path / "rep" / "jobs.csv")) == 5
-
-
-def test_cli_prints_table_and_missing_jobs(half_sweep: Path, tmp_path: Path, capsys) -> None:
-    rc = results_main([str(half_sweep), "--group-by", "decoder", "--out", str(tmp_path / "out")])
-    out = capsys.readouterr().out
-    assert rc == 0
-    assert "2 of 4 job(s) with results" in out
-    assert "| metamanip | lstm | 2 |" in out
-    assert "2 of 4 job(s) have no results" in out and "not started" in out
-    assert (tmp_path / "out" / "table.tex").exists() and (tmp_path / "out" / "success_by_trial.pdf").exists()
-
-
-def test_cli_bad_input_exits_2_with_a_message(tmp_path: Path, capsys, eval_sweep: Path) -> None:
-    (tmp_path / "empty").mkdir()
-    assert results_main([str(tmp_path / "empty")]) == 2
-    assert "no runs found" in capsys.readouterr().err
-    assert results_main([str(eval_sweep), "--group-by", "colour"]) == 2
-    assert "unknown column 'colour'" in capsys.readouterr().err
-    assert results_main([str(eval_sweep), "--confidence", "95"]) == 2
-    assert "--confidence must be in (0, 1)" in capsys.readouterr().err

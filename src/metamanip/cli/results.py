@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default: <first DIR>/results)")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (0.95)")
     p.add_argument("--no-reference", action="store_true", help="leave out the thesis' published figures")
+    p.add_argument("--print", dest="fmt", choices=("markdown", "latex", "csv"), default="markdown",
+                   help="format of the table on stdout (all three are written to --out)")
     p.add_argument("-v", "--verbose", action="store_true", help="log what is read")
     return p
 
@@ -53,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = len(results.finished)
     print(f"{done} of {len(results.jobs)} job(s) with results under {', '.join(args.dirs)}\n")
     if report.table is not None:
-        print(report.table.to_markdown())
+        print({"markdown": report.table.to_markdown, "latex": report.table.to_latex,
+               "csv": report.table.to_csv}[args.fmt]())
     text = missing_markdown(results)
     if text:
         print(text)

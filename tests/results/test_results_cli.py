@@ -1,0 +1,33 @@
+"""metamanip-results: prints the table and the missing jobs, writes the files, refuses bad input clearly."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from metamanip.cli.results import main as results_main
+
+
+def test_cli_prints_table_and_missing_jobs(half_sweep: Path, tmp_path: Path, capsys) -> None:
+    rc = results_main([str(half_sweep), "--group-by", "decoder", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "2 of 4 job(s) with results" in out
+    assert "| metamanip | lstm | 2 |" in out
+    assert "2 of 4 job(s) have no results" in out and "not started" in out
+    assert (tmp_path / "out" / "table.tex").exists() and (tmp_path / "out" / "success_by_trial.pdf").exists()
+
+
+def test_cli_bad_input_exits_2_with_a_message(tmp_path: Path, capsys, eval_sweep: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    assert results_main([str(tmp_path / "empty")]) == 2
+    assert "no runs found" in capsys.readouterr().err
+    assert results_main([str(eval_sweep), "--group-by", "colour"]) == 2
+    assert "unknown column 'colour'" in capsys.readouterr().err
+    assert results_main([str(eval_sweep), "--confidence", "95"]) == 2
+    assert "--confidence must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_cli_prints_latex_on_request(eval_sweep: Path, tmp_path: Path, capsys) -> None:
+    assert results_main([str(eval_sweep), "--print", "latex", "--metrics", "average_reward",
+                         "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert r"\begin{tabular}" in out and "lstm" in out and "| metamanip |" not in out
