@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -164,3 +165,21 @@ def test_optuna_sweep_lists_trials_that_never_ran(tmp_path: Path) -> None:
 def test_overlapping_directories_count_each_job_once(eval_sweep: Path) -> None:
     res = load_results([eval_sweep, eval_sweep.parent])
     assert len(res.jobs) == 6 and any("counted once" in w for w in res.warnings)
+
+
+def test_running_job_whose_process_is_gone_is_reported_killed(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    write_job(tmp_path / "run", num=0, overrides=[], choices={}, config={"seed": 0}, status=None)
+    (tmp_path / "run" / "status.json").write_text(json.dumps(
+        {"status": "running", "pid": int(dead.stdout), "host": socket.gethostname()}))
+    write_job(tmp_path / "alive", num=0, overrides=[], choices={}, config={"seed": 0}, status=None)
+    (tmp_path / "alive" / "status.json").write_text(json.dumps(
+        {"status": "running", "pid": os.getpid(), "host": socket.gethostname()}))
+    missing = load_results(tmp_path).missing.set_index("job")
+    assert missing.loc["run", "status"] == "killed" and "resume" in missing.loc["run", "error"]
+    assert missing.loc["alive", "status"] == "running"

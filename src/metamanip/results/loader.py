@@ -17,6 +17,7 @@ import math
 import os
 import pickle
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -154,16 +155,24 @@ def latest_sweep(log_dir: str | os.PathLike) -> Path:
 
 def find_job_dirs(root: str | os.PathLike) -> list[Path]:
     """Job directories under `root` (itself included), in a stable, numeric-aware order."""
-    root = Path(root)
+    return _walk(Path(root))[0]
+
+
+def _walk(root: Path) -> tuple[list[Path], list[Path]]:
+    """(job dirs, sweep dirs holding a multirun.yaml) under `root`, without entering job dirs."""
     found: list[Path] = []
+    sweeps: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         if (here / ".hydra").is_dir() or any(m in filenames for m in _JOB_MARKERS):
             found.append(here)
             dirnames[:] = []  # stages of a pipeline job belong to it
             continue
+        if "multirun.yaml" in filenames:
+            sweeps.append(here)
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
-    return sorted(found, key=lambda p: _natural_key(p.relative_to(root).as_posix()))
+    order = lambda p: _natural_key(p.relative_to(root).as_posix())  # noqa: E731
+    return sorted(found, key=order), sorted(sweeps, key=order)
 
 
 def _natural_key(s: str) -> list[Any]:
@@ -173,16 +182,16 @@ def _natural_key(s: str) -> list[Any]:
 def _load_root(root: Path, warnings: list[str]) -> list[tuple[dict, pd.DataFrame | None, pd.DataFrame | None]]:
     out = []
     seen_nums: dict[Path, set[int]] = {}
-    for job_dir in find_job_dirs(root):
+    job_dirs, sweep_dirs = _walk(root)
+    for job_dir in job_dirs:
         row, job_trials, job_log = load_job(job_dir, root=root, warnings=warnings)
         out.append((row, job_trials, job_log))
-        if row.get("job_num") is not None and (job_dir.parent / "multirun.yaml").exists():
+        if row.get("job_num") is not None:
             seen_nums.setdefault(job_dir.parent, set()).add(int(row["job_num"]))
-    for sweep_dir in sorted({p.parent for p in root.rglob("multirun.yaml")
-                             if not any(part in _SKIP_DIRS for part in p.relative_to(root).parts[:-1])}):
+    for sweep_dir in sweep_dirs:
         for row in _unstarted_jobs(sweep_dir, root, seen_nums.get(sweep_dir, set()), warnings):
             out.append((row, None, None))
-    return out
+    return sorted(out, key=lambda r: _natural_key(r[0]["job"]))
 
 
 # ----------------------------------------------------------------------------------------- one job
@@ -236,6 +245,10 @@ def load_job(job_dir: str | os.PathLike, root: str | os.PathLike | None = None,
         crashed = _submitit_error(job_dir, root, row["job_id"], folder)
         if crashed is not None:
             state, error = "failed", error or crashed
+    if state == "running" and _is_gone(status):
+        state = "killed"
+        error = error or (f"process {status.get('pid')} on {status.get('host')} ended without recording it "
+                          f"(killed, out of memory or a reboot); run the job again in its dir to resume")
     if state is None:
         state = "done" if _numeric(metrics) else "unknown"
     if state == "done" and summary.get("complete") is False:
@@ -460,6 +473,20 @@ def _unstarted_log(sweep_dir: Path, num: int) -> str | None:
         logs = sorted(folder.glob("*_log.err")) or sorted(folder.glob("*_log.out"))
         return str(logs[0] if logs else folder)
     return None
+
+
+def _is_gone(status: dict[str, Any]) -> bool:
+    """True when a 'running' job's process was on this host and no longer exists."""
+    pid, host = status.get("pid"), status.get("host")
+    if not isinstance(pid, int) or not host or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists but not ours (EPERM): alive
+        return False
+    return False
 
 
 def _submitit_error(job_dir: Path, root: Path, job_id: str | None, folder: str | None = None) -> str | None:
