@@ -30,8 +30,8 @@ TRAY_WALL_TOP_Z = 0.57
 DOOR_SIZE = (0.28, 0.14, 0.01)       # the lid covers exactly one slot
 DOOR_Z = 0.545                       # lid centre height (its underside 5.5 cm above a block's top)
 DOOR_X_AT_ZERO = SLOT_RIGHT_X        # lid centre x at q = 0; the lid moves to -x as q grows
-DOOR_KNOB_SIZE = (0.03, 0.03, 0.05)
-DOOR_KNOB_OFFSET = (0.0, -0.045, 0.03)   # knob centre relative to the lid centre (front edge, on top)
+DOOR_KNOB_SIZE = (0.03, 0.03, 0.04)
+DOOR_KNOB_OFFSET = (0.0, -0.045, 0.025)  # knob centre relative to the lid centre (front edge, on top)
 
 # ---- drawer under the right half of the table top ---------------------------------------------------
 DRAWER_RANGE = (0.0, 0.22)          # + pulls the drawer towards the robot (-y)
@@ -39,8 +39,8 @@ DRAWER_X = 0.15                      # centre x of the drawer and its handle
 DRAWER_FRONT_Y = -0.21               # centre y of the front plate when closed
 DRAWER_Z = 0.35                      # centre z of the front plate
 DRAWER_HANDLE_DY = -0.07             # handle bar centre y relative to the front plate centre
-DRAWER_HANDLE_Z = 0.355              # handle bar centre z
-DRAWER_HANDLE_SIZE = (0.16, 0.012, 0.05)
+DRAWER_HANDLE_Z = 0.36               # handle bar centre z
+DRAWER_HANDLE_SIZE = (0.16, 0.012, 0.06)
 DRAWER_HANDLE_GAP = (0.136, 0.054)   # free x width between the stand-offs, free y gap plate → bar
 
 # ---- button (toggles the green LED on each press) --------------------------------------------------
@@ -55,7 +55,7 @@ SWITCH_X_AT_ZERO = -0.62             # knob centre x at q = 0; + moves it to +x
 SWITCH_Y = -0.06
 SWITCH_RANGE = (0.0, 0.088)
 SWITCH_TRIGGER = 0.044
-SWITCH_KNOB_SIZE = (0.03, 0.04, 0.05)
+SWITCH_KNOB_SIZE = (0.03, 0.04, 0.035)
 
 # ---- displays (fixed) -------------------------------------------------------------------------------
 LED_POS = (-0.30, 0.15, TRAY_WALL_TOP_Z + 0.006)
