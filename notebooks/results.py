@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -72,6 +74,13 @@ display(Markdown(missing_markdown(results) or "Every job has results."))
 report = write_report(results, OUT_DIR, group_by=GROUP_BY)
 if report.table is not None:
     display(Markdown(report.table.to_markdown()))
+
+# %% [markdown]
+# Per object combination (Explore) or task pair (Combi-Explore), as the thesis' CSV columns:
+
+# %%
+if report.combinations is not None:
+    display(Markdown(report.combinations.to_markdown()))
 
 # %% [markdown]
 # ## Plots

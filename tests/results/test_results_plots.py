@@ -63,7 +63,7 @@ def test_report_writes_tables_listings_and_plots(half_sweep: Path, train_run: Pa
     res = load_results([half_sweep, train_run])
     report = write_report(res, tmp_path / "rep", group_by=["decoder"], metrics=["average_reward"])
     names = {Path(p).name for paths in report.files.values() for p in paths}
-    assert {"table.md", "table.csv", "table.tex", "jobs.csv", "trials.csv", "train_logs.csv", "missing.md",
+    assert {"table.md", "table.csv", "table.tex", "table_by_group.csv", "table_by_group.tex", "jobs.csv", "trials.csv", "train_logs.csv", "missing.md",
             "missing.csv", "success_by_trial.png", "success_by_trial.pdf", "average_reward.png",
             "average_reward.pdf", "loss_curves.png", "loss_curves.pdf"} <= names
     missing = (tmp_path / "rep" / "missing.md").read_text()

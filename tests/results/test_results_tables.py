@@ -1,7 +1,7 @@
 """Tables: grouping, Student-t confidence intervals over seeds, reference rows, Markdown/CSV/LaTeX."""
 from __future__ import annotations
 
-import io
+import json
 import math
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import pytest
 from results_sweeps import EPISODES, EVAL_REWARDS, NUM_TRIALS
 
 from metamanip.results import aggregate, default_group_by, load_results, mean_ci, results_table
+from metamanip.results.tables import combination_table, trial_figures
 from metamanip.results.reference import THESIS_RESULTS, matching_references
 
 
@@ -139,3 +140,25 @@ def test_no_finished_job_is_a_clear_error(half_sweep: Path) -> None:
     jobs["has_results"] = False
     with pytest.raises(ValueError, match="no job has results yet"):
         results_table(jobs)
+
+
+def test_trial_figures_reproduce_the_evaluators_summaries(eval_sweep: Path) -> None:
+    res = load_results(eval_sweep)
+    figures = trial_figures(res.trials).set_index("job")
+    for job in res.jobs["job"]:
+        summary = json.loads((eval_sweep / job / "summary.json").read_text())
+        for group, stats in summary["groups"].items():
+            row = figures.loc[job]
+            assert row["group"] == group
+            for k in ("average_reward", "ratio_reward_found", "episode_length", "total_reward", "episodes"):
+                assert row[k] == pytest.approx(stats[k]), (job, k)
+            for i, v in enumerate(stats["success_by_trial"], start=1):
+                assert row[f"success_trial_{i}"] == pytest.approx(v)
+
+
+def test_combination_table_groups_by_combination_too(half_sweep: Path) -> None:
+    table = combination_table(load_results(half_sweep), group_by=["decoder"], metrics=["average_reward"])
+    assert table.group_by == ["decoder", "group"]
+    assert list(table.frame["group"]) == ["drawer/led/slider"] and list(table.frame["n"]) == [2]
+    expected = np.mean([round(EVAL_REWARDS[("lstm", s)] * EPISODES) / EPISODES for s in (1, 2)])
+    assert table.frame.loc[0, "average_reward"] == pytest.approx(expected)

@@ -262,7 +262,7 @@ def load_job(job_dir: str | os.PathLike, root: str | os.PathLike | None = None,
                log_path=_log_path(job_dir, root, row["job_id"], job_node.get("name"), failed=not has_results,
                                   folder=folder))
     for group, choice in choices.items():
-        if not str(group).startswith("hydra/"):
+        if not str(group).startswith("hydra/") and group != "hydra":
             row[f"choice.{group}"] = choice
     for ov in overrides:
         key, sep, value = str(ov).partition("=")

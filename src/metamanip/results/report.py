@@ -14,16 +14,18 @@ from typing import Sequence
 from metamanip.cli.jobstate import atomic_write_text
 from metamanip.results.loader import SweepResults
 from metamanip.results.plots import plot_average_reward, plot_loss_curves, plot_success_by_trial, save_figure
-from metamanip.results.tables import ResultTable, results_table
+from metamanip.results.tables import ResultTable, combination_table, results_table
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Report:
-    """What `write_report` produced: the table, the files by name, and plots it had to skip (why)."""
+    """What `write_report` produced: the tables (overall, and per combination or pair), the files by
+    name, and what it had to skip (why)."""
 
     table: ResultTable | None
+    combinations: ResultTable | None = None
     files: dict[str, list[str]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
@@ -48,8 +50,9 @@ def missing_markdown(results: SweepResults) -> str:
 def write_report(results: SweepResults, out_dir: str | os.PathLike, group_by: Sequence[str] | None = None,
                  metrics: Sequence[str] | None = None, confidence: float = 0.95,
                  reference: bool = True) -> Report:
-    """Write `table.{md,csv,tex}`, `jobs.csv`, `trials.csv`, `train_logs.csv`, `missing.{md,csv}` and
-    the plots (PNG + PDF) into `out_dir`. Plots whose data the sweep lacks are skipped with a reason.
+    """Write `table.{md,csv,tex}`, `table_by_group.{md,csv,tex}` (per combination or pair), `jobs.csv`,
+    `trials.csv`, `train_logs.csv`, `missing.{md,csv}` and the plots (PNG + PDF) into `out_dir`. What the
+    sweep has no data for is skipped with a reason.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -60,6 +63,12 @@ def write_report(results: SweepResults, out_dir: str | os.PathLike, group_by: Se
         report.table = results_table(results, group_by=group_by, metrics=metrics, confidence=confidence,
                                      reference=reference)
         report.files["table"] = list(report.table.write(out / "table").values())
+        try:
+            report.combinations = combination_table(results, group_by=report.table.group_by, metrics=metrics,
+                                                    confidence=confidence)
+            report.files["table_by_group"] = list(report.combinations.write(out / "table_by_group").values())
+        except (ValueError, KeyError) as e:
+            report.skipped["table_by_group"] = str(e)
     atomic_write_text(out / "jobs.csv", results.jobs.to_csv(index=False))
     report.files["jobs"] = [str(out / "jobs.csv")]
     if not results.trials.empty:

@@ -268,6 +268,49 @@ def results_table(results: SweepResults | pd.DataFrame, group_by: Sequence[str] 
                        common=common, references=refs)
 
 
+def trial_figures(trials: pd.DataFrame, by: Sequence[str] = ("sweep", "job", "group")) -> pd.DataFrame:
+    """The thesis figures and success per trial recomputed from trials.csv rows, one row per `by` key.
+
+    Same definitions as summary.json: average_reward = rewarded trials per episode, ratio_reward_found =
+    episodes with a rewarded trial, episode_length = steps per episode, success_trial_k = episodes whose
+    trial k (1-based) was rewarded.
+    """
+    need = {"episode", "trial", "reward", "steps", *by}
+    if trials.empty or not need <= set(trials.columns):
+        raise ValueError(f"no per-trial rows with columns {sorted(need)}: per-combination figures come from the "
+                         "trials.csv of eval jobs")
+    by = list(by)
+    episodes = trials.groupby([*by, "episode"], dropna=False).agg(reward=("reward", "sum"), steps=("steps", "sum"))
+    out = episodes.groupby(by, dropna=False).agg(
+        episodes=("reward", "size"), total_reward=("reward", "sum"), average_reward=("reward", "mean"),
+        ratio_reward_found=("reward", lambda r: float((r > 0).mean())), episode_length=("steps", "mean"))
+    per_trial = (trials.assign(hit=trials["reward"] > 0)
+                 .groupby([*by, "trial"], dropna=False)["hit"].sum().unstack("trial", fill_value=0))
+    for k in sorted(per_trial.columns):
+        out[f"success_trial_{int(k)}"] = per_trial[k] / out["episodes"]
+    return out.reset_index()
+
+
+def combination_table(results: SweepResults, group_by: Sequence[str] | None = None,
+                      metrics: Sequence[str] | None = None, confidence: float = 0.95) -> ResultTable:
+    """Like `results_table`, per object combination (Explore) or task pair (Combi) as well: the thesis'
+    CSV columns, now with mean ± CI over seeds."""
+    done = results.finished
+    if done.empty:
+        raise ValueError("no job has results yet; see the missing-jobs listing")
+    group_by = resolve_columns(done, group_by) if group_by is not None else default_group_by(done)
+    trials = results.trials
+    if not trials.empty and {"sweep", "job"} <= set(trials.columns):  # finished jobs only
+        keys = set(zip(done["sweep"], done["job"]))
+        trials = trials[[k in keys for k in zip(trials["sweep"], trials["job"])]]
+    figures = trial_figures(trials)
+    extra = [c for c in group_by if c not in figures.columns]
+    figures = figures.merge(done[["sweep", "job", *extra]], on=["sweep", "job"], how="left")
+    figures["has_results"] = True
+    return results_table(figures, group_by=[*group_by, "group"], metrics=metrics, confidence=confidence,
+                         reference=False)
+
+
 def _known(group: pd.DataFrame, key: dict[str, Any]) -> dict[str, Any]:
     """What a group's jobs agree on, for matching reference results."""
     known = {c: _only(group[c]) for c in KEY_COLUMNS if c in group.columns and _nunique(group[c]) == 1}
@@ -333,5 +376,5 @@ def _latex_cell(text: str) -> str:
     return _latex_escape(text)
 
 
-__all__ = ["HEADLINE_METRICS", "ResultTable", "aggregate", "default_group_by", "default_metrics", "mean_ci",
-           "resolve_columns", "results_table", "success_metrics", "THESIS_RESULTS"]
+__all__ = ["HEADLINE_METRICS", "ResultTable", "aggregate", "combination_table", "default_group_by", "default_metrics",
+           "mean_ci", "resolve_columns", "results_table", "success_metrics", "trial_figures", "THESIS_RESULTS"]
