@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Mapping, Sequence
 import gymnasium as gym
 import numpy as np
 
+from metamanip.envs.scene import make_scene_obs
+from metamanip.envs.tasks import detect_tasks
 from metamanip.settings import chat
 from metamanip.settings.latch import TaskLatch
 from metamanip.settings.objects import TASK_OBJECT, LogicalState, task_instruction
@@ -29,20 +31,6 @@ log = logging.getLogger(__name__)
 # offsets dx ∈ [-15, 15), dy ∈ [-2, 2), dz ∈ [-5, 5) (upper bounds exclusive, as numpy's randint).
 BASE_NOMINAL = (-0.34, -0.46, 0.29)
 BASE_OFFSET_CM = ((-15, 15), (-2, 2), (-5, 5))
-
-
-def make_scene_obs(**kwargs: Any) -> np.ndarray:
-    """The simulator's scene_obs for a logical state (`metamanip.envs.scene.make_scene_obs`)."""
-    from metamanip.envs.scene import make_scene_obs as build
-
-    return build(**kwargs)
-
-
-def detect_tasks(start_info: Any, now_info: Any, tasks: Sequence[str]) -> set[str]:
-    """Tasks the simulator's detectors see between two snapshots (`metamanip.envs.tasks.detect_tasks`)."""
-    from metamanip.envs.tasks import detect_tasks as detect
-
-    return set(detect(start_info, now_info, tasks))
 
 
 def trial_budget(num_trials: int | None, trial_steps: int | None, rollout_steps: int | None,
