@@ -183,3 +183,24 @@ def test_running_job_whose_process_is_gone_is_reported_killed(tmp_path: Path) ->
     missing = load_results(tmp_path).missing.set_index("job")
     assert missing.loc["run", "status"] == "killed" and "resume" in missing.loc["run", "error"]
     assert missing.loc["alive", "status"] == "running"
+
+
+def test_job_that_died_before_its_dir_existed_is_found_through_submitit(tmp_path: Path) -> None:
+    from submitit.helpers import DelayedSubmission
+
+    sweep = tmp_path / "sweep"
+    write_multirun(sweep, ["seed=1,2"])
+    metrics, summary, _ = eval_outputs(1.0)
+    write_job(sweep / "0", num=0, overrides=["seed=1"], choices={}, config={"seed": 1}, metrics=metrics,
+              summary=summary, job_id="5001")
+    for pid, num in (("5001", 0), ("5002", 1)):  # local job ids are pids, unrelated to the job number
+        folder = sweep / ".submitit" / pid
+        folder.mkdir(parents=True)
+        with open(folder / f"{pid}_submitted.pkl", "wb") as fh:
+            pickle.dump(DelayedSubmission(print, [f"seed={num + 1}"], "hydra.sweep.dir", num, f"job_id_for_{num}", {}), fh)
+    with open(sweep / ".submitit" / "5002" / "5002_0_result.pkl", "wb") as fh:
+        pickle.dump(("error", "Traceback ...\nhydra.errors.ConfigCompositionException: Could not override 'x'"), fh)
+    (sweep / ".submitit" / "5002" / "5002_0_log.err").write_text("ConfigCompositionException\n")
+    row = load_results(sweep).missing.iloc[0]
+    assert row["job"] == "1" and row["status"] == "failed" and "ConfigCompositionException" in row["error"]
+    assert row["log_path"].endswith("5002_0_log.err") and row["overrides"] == "seed=2"

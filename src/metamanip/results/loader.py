@@ -387,9 +387,12 @@ def _unstarted_jobs(sweep_dir: Path, root: Path, seen: set[int], warnings: list[
         return []
     rows = []
     subdir = str((hydra_node.get("sweep", {}) or {}).get("subdir", "${hydra.job.num}"))
+    submitted = _submitted_jobs(sweep_dir) if any(n not in seen for n in range(len(expected))) else {}
     for num, overrides in enumerate(expected):
         if num in seen:
             continue
+        folder = submitted.get(num)
+        crashed = _submitit_error(sweep_dir, sweep_dir, None, str(folder)) if folder else None
         named = subdir.replace("${hydra.job.num}", str(num))
         # a subdir built from other interpolations (override_dirname, ...) cannot be predicted
         job_dir = sweep_dir / (named if "${" not in named else f"<job {num}>")
@@ -397,14 +400,15 @@ def _unstarted_jobs(sweep_dir: Path, root: Path, seen: set[int], warnings: list[
             "sweep": str(root),
             "job": job_dir.relative_to(root).as_posix(),
             "job_num": num,
-            "job_id": None,
             "task_name": (hydra_node.get("job", {}) or {}).get("name"),
             "job_dir": str(job_dir),
             "overrides": " ".join(overrides),
-            "status": "not started",
+            "job_id": folder.name if folder else None,
+            "status": "failed" if crashed else "not started",
             "has_results": False,
-            "error": None,
-            "log_path": _unstarted_log(sweep_dir, num),
+            "error": crashed,
+            "log_path": (_log_path(sweep_dir, sweep_dir, None, None, failed=True, folder=str(folder))
+                         if folder else _unstarted_log(sweep_dir, num)),
             **{f"override.{o.partition('=')[0].lstrip('+~')}": _scalar(o.partition("=")[2])
                for o in overrides if "=" in o},
             "_metric_keys": (),
@@ -462,6 +466,23 @@ def _log_path(job_dir: Path, root: Path, job_id: str | None, job_name: str | Non
         return str(job_dir / f"{job_name}.log")
     logs = sorted(job_dir.glob("*.log"))
     return str(logs[0]) if logs else None
+
+
+def _submitted_jobs(sweep_dir: Path) -> dict[int, Path]:
+    """Job number -> submitit folder, read from the submissions the launcher pickled (`*_submitted.pkl`
+    holds the call with its arguments: overrides, job dir key, job number, ...). This finds the log of a
+    job that died before Hydra created its directory (a local job id is a pid, unrelated to the number)."""
+    out: dict[int, Path] = {}
+    for pkl in sorted((sweep_dir / ".submitit").glob("*/*_submitted.pkl")):
+        try:
+            with open(pkl, "rb") as fh:
+                args = getattr(pickle.load(fh), "args", ())
+        except Exception as e:  # a launcher class we cannot import, a truncated file: no mapping
+            log.debug("cannot read %s: %s", pkl, e)
+            continue
+        if len(args) >= 3 and isinstance(args[2], int):
+            out.setdefault(args[2], pkl.parent)
+    return out
 
 
 def _unstarted_log(sweep_dir: Path, num: int) -> str | None:
