@@ -204,3 +204,12 @@ def test_job_that_died_before_its_dir_existed_is_found_through_submitit(tmp_path
     row = load_results(sweep).missing.iloc[0]
     assert row["job"] == "1" and row["status"] == "failed" and "ConfigCompositionException" in row["error"]
     assert row["log_path"].endswith("5002_0_log.err") and row["overrides"] == "seed=2"
+
+
+def test_eval_of_a_checkpoint_takes_the_model_from_the_train_job(tmp_path: Path, train_run: Path) -> None:
+    ckpt = train_run / "checkpoints" / "last.pt"
+    metrics, summary, _ = eval_outputs(1.0, config={"ckpt": str(ckpt), "backbone": None, "decoder": None})
+    write_job(tmp_path / "evals" / "e1", num=0, overrides=[f"ckpt={ckpt}"], choices={"env": "explore"},
+              config={"seed": 0, "ckpt": str(ckpt)}, metrics=metrics, summary=summary)
+    row = load_results(tmp_path / "evals").jobs.iloc[0]
+    assert row["decoder"] == "lstm"  # the train job's choice (its .hydra/hydra.yaml)

@@ -370,7 +370,32 @@ def _key_columns(summary: dict[str, Any], choices: dict[str, Any], config: dict[
     }
     if isinstance(out["agent"], dict):
         out["agent"] = out["agent"].get("name") or out["agent"].get("_target_")
+    for node in ("backbone", "decoder"):
+        if out[node] is None:
+            out[node] = _model_choice(node, f, first((n, "ckpt"), (f, "ckpt")))
     return {k: _scalar(v) if isinstance(v, str) else v for k, v in out.items()}
+
+
+def _model_choice(node: str, flat_cfg: dict[str, Any], ckpt: Any) -> str | None:
+    """The backbone / decoder preset of a job whose own choices do not say (an eval of a checkpoint):
+    the train job's Hydra choice (`<train job>/checkpoints/x.pt`), else the module of the node's
+    `_target_` (`metamanip.models.decoders.lstm.LSTMDecoder` -> `lstm`)."""
+    if isinstance(ckpt, str) and ckpt:
+        path = Path(ckpt)
+        train_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        hydra_yaml = train_dir / ".hydra" / "hydra.yaml"
+        if hydra_yaml.is_file():
+            try:
+                choices = ((yaml.safe_load(hydra_yaml.read_text()) or {}).get("hydra", {}).get("runtime", {})
+                           .get("choices", {}) or {})
+            except (yaml.YAMLError, AttributeError):
+                choices = {}
+            if choices.get(node):
+                return str(choices[node])
+    target = flat_cfg.get(f"{node}._target_")
+    if isinstance(target, str) and node == "decoder" and ".decoders." in target:
+        return target.split(".decoders.", 1)[1].split(".", 1)[0]
+    return None
 
 
 # ----------------------------------------------------------------------------------------- not started
