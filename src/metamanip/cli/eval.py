@@ -81,8 +81,9 @@ def protocol_specs(cfg: DictConfig) -> list[EpisodeSpec]:
     return mark_videos(specs, int(cfg.eval.videos))
 
 
-def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
-    """The policy config stored in a policy or trainer checkpoint, without building the policy."""
+def read_checkpoint_config(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(policy config, training run config or None) stored in a policy or trainer checkpoint, without
+    building the policy."""
     import torch
 
     p = Path(path)
@@ -94,10 +95,14 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {p} cannot be read ({type(e).__name__}: {e}); it may be truncated "
                               "or not a metamanip checkpoint") from e
     payload = blob.get("policy", blob) if isinstance(blob, dict) else None
-    if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
+    if not isinstance(payload, dict) or not payload.get("config") or "state_dict" not in payload:
         raise CheckpointError(f"checkpoint {p} holds no policy (expected 'config' and 'state_dict', or a trainer "
                               "checkpoint with them under 'policy')")
-    cfg = payload["config"]
+    run_cfg = blob.get("config") if "policy" in blob and isinstance(blob.get("config"), dict) else None
+    return _plain(payload["config"]), (_plain(run_cfg) if run_cfg else None)
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
 
 
@@ -106,31 +111,55 @@ def check_checkpoint(path: str | Path | None, cfg: DictConfig) -> dict[str, Any]
     if path in (None, "", "???"):
         raise CheckpointError("eval.agent=policy needs ckpt=<path to a trained checkpoint> "
                               "(or evaluate an oracle: eval.agent=oracle oracle=scripted)")
-    ckpt_cfg = read_checkpoint_config(path)
-    problems = compatibility_problems(ckpt_cfg, cfg)
+    ckpt_cfg, run_cfg = read_checkpoint_config(path)
+    problems = compatibility_problems(ckpt_cfg, run_cfg, cfg)
     if problems:
         raise CheckpointError(f"checkpoint {path} does not match this config: " + "; ".join(problems))
     return ckpt_cfg
 
 
-def compatibility_problems(ckpt_cfg: Mapping[str, Any], cfg: DictConfig) -> list[str]:
-    """Differences between what the policy was trained on and what the env will give it."""
-    from metamanip.models.checkpoint import policy_inputs
+def camera_sizes(sim_cfg: Mapping[str, Any] | None) -> dict[str, tuple[int, int]]:
+    """{camera: (height, width)} a simulator config gives (defaults filled in, switched-off cameras left out)."""
+    from metamanip.envs.playtable import DEFAULT_CAMERAS
 
-    problems = []
-    wants = policy_inputs(ckpt_cfg)  # {"rgb_static": (H, W), "rgb_gripper": (h, w) or absent}
-    cams = OmegaConf.to_container(cfg.env.sim.get("cameras") or {}, resolve=True) if "sim" in cfg.env else {}
-    for key, size in wants.items():
-        name = key.removeprefix("rgb_")
-        cam = (cams or {}).get(name)
-        if not cam:
-            problems.append(f"the policy reads {key} but env.sim.cameras has no {name!r} camera "
-                            f"(set env.sim.cameras.{name} or evaluate a checkpoint trained without it)")
+    cams = (sim_cfg or {}).get("cameras")
+    cams = DEFAULT_CAMERAS if cams is None else cams
+    out = {}
+    for name, spec in cams.items():
+        if spec is None:
             continue
-        have = (int(cam.get("height", cam.get("width", 0))), int(cam.get("width", cam.get("height", 0))))
-        if size is not None and tuple(size) != have:
-            problems.append(f"the policy was trained on {key} of {tuple(size)} but env.sim.cameras.{name} gives "
-                            f"{have} (set env.sim.cameras.{name}.width/height to match)")
+        merged = {**DEFAULT_CAMERAS.get(name, {}), **dict(spec)}
+        out[name] = (int(merged["height"]), int(merged["width"]))
+    return out
+
+
+def compatibility_problems(ckpt_cfg: Mapping[str, Any], run_cfg: Mapping[str, Any] | None,
+                           cfg: DictConfig) -> list[str]:
+    """Why the policy of a checkpoint cannot be evaluated under `cfg` (empty when it can).
+
+    `ckpt_cfg` is the policy config (backbone, decoder, policy); `run_cfg` the training job's config when
+    the checkpoint is a trainer checkpoint (it knows the camera sizes the policy was trained on).
+    """
+    problems = []
+    pol = dict(ckpt_cfg.get("policy") or {})
+    use_gripper = pol.get("use_gripper", (ckpt_cfg.get("backbone") or {}).get("use_gripper", True))
+    reads = ("static", "gripper") if use_gripper else ("static",)
+    plain = OmegaConf.to_container(cfg.env, resolve=True)
+    have = camera_sizes(plain.get("sim"))
+    trained = camera_sizes(((run_cfg or {}).get("env") or {}).get("sim")) if run_cfg else None
+    for cam in reads:
+        if cam not in have:
+            problems.append(f"the policy reads the {cam} camera but env.sim.cameras.{cam} is off "
+                            f"(turn it on, or evaluate a checkpoint trained without it)")
+        elif trained is not None and cam in trained and trained[cam] != have[cam]:
+            h, w = trained[cam]
+            problems.append(f"the policy was trained on {cam} images of {h}x{w} but env.sim.cameras.{cam} gives "
+                            f"{have[cam][0]}x{have[cam][1]} (set env.sim.cameras.{cam}.height={h} "
+                            f"env.sim.cameras.{cam}.width={w})")
+    want_window = (cfg.get("policy") or {}).get("window_size") if "policy" in cfg else None
+    if want_window is not None and pol.get("window_size") is not None and int(want_window) != int(pol["window_size"]):
+        problems.append(f"the checkpoint's policy has window_size={pol['window_size']} but this config sets "
+                        f"policy.window_size={want_window} (drop the override or use a matching checkpoint)")
     return problems
 
 
@@ -190,10 +219,19 @@ def run_choices(cfg: DictConfig, setting: str, ckpt_cfg: Mapping[str, Any] | Non
            "trial_limits": _choice("trial_limits")}
     if ckpt_cfg is not None:
         out["ckpt"] = str(cfg.ckpt)
-        for node in ("backbone", "decoder"):
-            sub = ckpt_cfg.get(node) or {}
-            out[node] = sub.get("name") if isinstance(sub, Mapping) else sub
+        out["backbone"] = _choice("backbone") or (ckpt_cfg.get("backbone") or {}).get("name")
+        out["decoder"] = _choice("decoder") or _name_of(ckpt_cfg.get("decoder"))
     return out
+
+
+def _name_of(node: Any) -> str | None:
+    """'lstm' for a node whose _target_ is ...LSTMDecoder (the class says which decoder it is)."""
+    if not isinstance(node, Mapping):
+        return None
+    if node.get("name"):
+        return str(node["name"])
+    cls = str(node.get("_target_", "")).rsplit(".", 1)[-1]
+    return cls.lower().removesuffix("decoder") or None if node.get("_target_") else None
 
 
 def _choice(group: str) -> str | None:

@@ -1,0 +1,114 @@
+import json
+
+import pytest
+import torch
+
+from metamanip.cli import eval as eval_cli
+from metamanip.cli.pipeline import compose
+from metamanip.evaluation import evaluator
+from metamanip.evaluation.trial_log import read_trials
+
+SMALL = ["env=explore", "env.num_objs=3", "eval.split=heldout", "eval.progress=false"]
+NO_CAMERAS = ["env.sim.cameras.static=null", "env.sim.cameras.gripper=null"]
+
+
+def policy_ckpt(path, use_gripper=True, window=4, trained_size=None):
+    blob = {"format_version": 1, "config": {"backbone": {"_target_": "x.Backbone"},
+                                            "decoder": {"_target_": "x.LSTMDecoder"},
+                                            "policy": {"use_gripper": use_gripper, "window_size": window}},
+            "state_dict": {}}
+    if trained_size is not None:  # a trainer checkpoint knows the cameras it was trained on
+        h, w = trained_size
+        cams = {"static": {"width": w, "height": h}, "gripper": {"width": w, "height": h}}
+        blob = {"policy": blob, "config": {"env": {"sim": {"cameras": cams}}}, "step": 10}
+    torch.save(blob, path)
+    return path
+
+
+@pytest.fixture
+def no_envs(monkeypatch):
+    """Fail the test if an env worker is started."""
+    def refuse(*a, **k):
+        raise AssertionError("an env worker was started")
+    monkeypatch.setattr(evaluator, "EnvWorkerPool", refuse)
+
+
+def test_a_missing_checkpoint_is_refused_before_any_env_starts(tmp_path, no_envs):
+    cfg = compose("eval", [*SMALL, f"ckpt={tmp_path / 'nope.pt'}"], tmp_path / "job")
+    with pytest.raises(eval_cli.CheckpointError, match="does not exist"):
+        eval_cli.run(cfg)
+    status = json.loads((tmp_path / "job" / "status.json").read_text())
+    assert status["status"] == "failed" and "does not exist" in status["error"]
+    assert not (tmp_path / "job" / "trials.csv").exists()
+    cfg = compose("eval", SMALL, tmp_path / "job2")
+    with pytest.raises(eval_cli.CheckpointError, match="needs ckpt="):
+        eval_cli.run(cfg)
+
+
+def test_a_checkpoint_for_other_inputs_is_refused(tmp_path, no_envs):
+    ckpt = policy_ckpt(tmp_path / "a.pt", trained_size=(32, 32))
+    cfg = compose("eval", [*SMALL, f"ckpt={ckpt}", "env.sim.cameras.gripper=null",
+                           "env.sim.cameras.static.width=64", "env.sim.cameras.static.height=64"], tmp_path / "j")
+    with pytest.raises(eval_cli.CheckpointError) as e:
+        eval_cli.run(cfg)
+    msg = str(e.value)
+    assert "gripper camera" in msg and "is off" in msg
+    assert "trained on static images of 32x32" in msg and "env.sim.cameras.static.height=32" in msg
+    window = compose("eval", [*SMALL, f"ckpt={policy_ckpt(tmp_path / 'b.pt')}", "+policy.window_size=12"],
+                     tmp_path / "k")
+    with pytest.raises(eval_cli.CheckpointError, match="window_size=4"):
+        eval_cli.run(window)
+
+
+def test_a_file_that_is_no_policy_checkpoint_is_refused(tmp_path, no_envs):
+    torch.save({"weights": 1}, tmp_path / "x.pt")
+    (tmp_path / "torn.pt").write_bytes(b"PK\x03\x04 not a whole file")
+    for name, why in (("x.pt", "holds no policy"), ("torn.pt", "cannot be read")):
+        cfg = compose("eval", [*SMALL, f"ckpt={tmp_path / name}"], tmp_path / name.replace(".", "_"))
+        with pytest.raises(eval_cli.CheckpointError, match=why):
+            eval_cli.run(cfg)
+
+
+def test_a_matching_checkpoint_passes_the_check(tmp_path):
+    ckpt = policy_ckpt(tmp_path / "a.pt", trained_size=(200, 200))
+    cfg = compose("eval", [*SMALL, f"ckpt={ckpt}", "env.sim.cameras.gripper.width=200",
+                           "env.sim.cameras.gripper.height=200", "env.sim.cameras.static.width=200",
+                           "env.sim.cameras.static.height=200"], tmp_path / "j")
+    assert eval_cli.check_checkpoint(ckpt, cfg)["policy"]["window_size"] == 4
+
+
+def test_bad_eval_choices_are_refused(tmp_path):
+    for bad, why in (("eval.agent=robot", "eval.agent"), ("eval.split=test", "eval.split"),
+                     ("eval.feedback=chat", "eval.feedback")):
+        with pytest.raises(ValueError, match=why):
+            eval_cli.run(compose("eval", [*SMALL, bad], tmp_path / bad.replace("=", "_")))
+
+
+def test_protocol_from_config_follows_the_split():
+    heldout = eval_cli.protocol_specs(compose("eval", ["env=explore", "env.num_objs=5", "eval.num_resets=3"]))
+    assert {s.group for s in heldout} == {"red_block/slider/led", "slider/drawer/led", "slider/led/lightbulb"} or \
+        all("slider" in s.group and "led" in s.group for s in heldout)
+    assert len(heldout) == 9
+    train = eval_cli.protocol_specs(compose("eval", ["env=explore", "env.num_objs=5", "eval.num_resets=3",
+                                                     "eval.split=train"]))
+    assert len(train) == 21 and not any("slider" in s.group and "led" in s.group for s in train)
+    combi = eval_cli.protocol_specs(compose("eval", ["env=combi_explore", "eval.num_resets=2", "eval.videos=3"]))
+    assert len(combi) == 8 and sum(s.video for s in combi) == 3
+    assert eval_cli.trial_budget_of(compose("eval", ["env=explore", "env.num_objs=7"]).env) == (5, 240)
+
+
+def test_scripted_oracle_through_the_cli(tmp_path):
+    cfg = compose("eval", [*SMALL, *NO_CAMERAS, "eval.agent=oracle", "oracle=scripted",
+                           "eval.num_resets=3", "eval.num_workers=2", "env.num_trials=4", "env.trial_steps=150"],
+                  tmp_path)
+    metrics = eval_cli.run(cfg)
+    rows = read_trials(tmp_path / "trials.csv")
+    assert len(rows) == 3 * 4 and {r.meta_position for r in rows} == {"0", "1", "2"}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["agent"] == "oracle/scripted" or summary["config"]["agent"].startswith("oracle")
+    assert summary["config"]["split"] == "heldout" and summary["config"]["num_trials"] == 4
+    assert metrics["success_trial_4"] == pytest.approx(sum(r.reward for r in rows if r.trial == 4) / 3)
+    # the scripted oracle explores in listed order: it is rewarded from trial position+1 on
+    assert metrics["average_reward"] == pytest.approx(3.0)
+    table = eval_cli.format_table(summary)
+    assert "overall" in table and "drawer/lightbulb/slider" in table
