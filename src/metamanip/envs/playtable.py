@@ -13,8 +13,13 @@ the robot's contacts.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import re
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import gymnasium as gym
@@ -30,6 +35,7 @@ from metamanip.envs.scene import BLOCK_INDEX, SCENE_OBS_DIM, random_scene_obs
 log = logging.getLogger(__name__)
 
 ACTION_MODES = ("rel", "abs")
+ROBOT_MESHES = ("light", "full")
 CAMERA_NAMES = ("static", "gripper")
 RENDERERS = ("tiny", "egl")
 MAX_REL_POS = 0.02
@@ -80,6 +86,32 @@ class _Camera:
     view: Sequence[float] | None = None  # fixed view (static); None: follows the hand (gripper)
 
 
+def light_panda_urdf() -> str:
+    """pybullet_data's Panda with its low-poly collision meshes as visuals (3.5k instead of 100k triangles).
+
+    TinyRenderer's cost per image grows with the triangles it draws; the detailed visual meshes made
+    every camera render several times slower. The file is written once per machine (atomically) into
+    the temp dir, next to nothing else, and points at pybullet_data's meshes by absolute path.
+    """
+    root = Path(pybullet_data.getDataPath()) / "franka_panda"
+    text = (root / "panda.urdf").read_text()
+
+    def swap(m: re.Match) -> str:
+        collision = root / "meshes" / "collision" / m.group(1)
+        return f'filename="{collision if collision.exists() else root / "meshes" / "visual" / m.group(1)}"'
+
+    light = re.sub(r'filename="package://meshes/visual/([^"]+)"', swap, text)
+    light = re.sub(r'filename="package://meshes/collision/([^"]+)"',
+                   lambda m: f'filename="{root / "meshes" / "collision" / m.group(1)}"', light)
+    path = Path(tempfile.gettempdir()) / f"metamanip_panda_light_{hashlib.sha1(light.encode()).hexdigest()[:12]}.urdf"
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".metamanip_panda_", suffix=".urdf")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(light)
+        os.replace(tmp, path)
+    return str(path)
+
+
 def _wrap(a: np.ndarray) -> np.ndarray:
     return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
 
@@ -92,7 +124,10 @@ class PlayTableEnv(gym.Env):
     def __init__(self, cameras: Mapping[str, Mapping[str, Any]] | None = None, action_mode: str = "rel",
                  depth: bool = False, renderer: str = "tiny", physics_hz: int = 240, control_hz: int = 30,
                  base_pos: Sequence[float] = L.ROBOT_BASE, base_noise: Sequence[float] | None = None,
-                 block_noise: bool = False) -> None:
+                 block_noise: bool = False, robot_meshes: str = "light") -> None:
+        if robot_meshes not in ROBOT_MESHES:
+            raise ValueError(f"unknown robot_meshes {robot_meshes!r}; valid: {list(ROBOT_MESHES)}")
+        self.robot_meshes = robot_meshes
         if action_mode not in ACTION_MODES:
             raise ValueError(f"unknown action_mode {action_mode!r}; valid: {list(ACTION_MODES)}")
         if renderer not in RENDERERS:
@@ -144,8 +179,12 @@ class PlayTableEnv(gym.Env):
         p.setTimeStep(1.0 / self.physics_hz)
         p.setGravity(0, 0, -9.8)
         p.setAdditionalSearchPath(pybullet_data.getDataPath())
-        self.robot = p.loadURDF("franka_panda/panda.urdf", self.default_base_pos.tolist(), [0, 0, 0, 1],
-                                useFixedBase=True)
+        urdf = light_panda_urdf() if self.robot_meshes == "light" else "franka_panda/panda.urdf"
+        self.robot = p.loadURDF(urdf, self.default_base_pos.tolist(), [0, 0, 0, 1], useFixedBase=True)
+        if self.robot_meshes == "light":
+            for link in range(-1, p.getNumJoints(self.robot)):
+                gray = 0.35 if link >= HAND_LINK else (0.92 if link % 2 else 0.85)
+                p.changeVisualShape(self.robot, link, rgbaColor=[gray, gray, gray + 0.03, 1])
         self.blocks = {c: p.loadURDF(str(ASSETS_DIR / f"block_{c}.urdf"), [0, 0, -1.0 - i]) for i, c in enumerate(L.BLOCKS)}
         self.table = p.loadURDF(str(ASSETS_DIR / TABLE_FILE), [0, 0, 0], [0, 0, 0, 1], useFixedBase=True)
         floor_col = p.createCollisionShape(pb.GEOM_BOX, halfExtents=[3, 3, 0.05])

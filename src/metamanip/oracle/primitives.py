@@ -31,6 +31,7 @@ MAX_REL_ORN = 0.05
 SAFE_Z = 0.64        # travel height: fingertips clear the tray walls, the door knob and the lightbulb
 FINGER_TIP = 0.011   # fingertips sit this far below the TCP
 OPEN, CLOSE = 1.0, -1.0
+POS_GAIN = 0.7      # fraction of the remaining error commanded per step (relative targets accumulate)
 PART_YAW = np.pi / 2  # gripper yaw for pushing and pulling: fingers side by side along x, hand thin in y
 
 Obs = Mapping[str, np.ndarray]
@@ -127,7 +128,7 @@ class Primitive:
         ph = self.phases[self._index]
         self._phase_steps += 1
         goal = np.asarray(ph.goal(obs), dtype=np.float64)
-        pos = np.clip((goal - _tcp(obs)) / MAX_REL_POS, -ph.speed, ph.speed)
+        pos = np.clip(POS_GAIN * (goal - _tcp(obs)) / MAX_REL_POS, -ph.speed, ph.speed)
         want = np.array([np.pi, 0.0, self._yaw])
         orn = np.clip(_wrap(want - np.asarray(obs["robot_obs"][3:6], dtype=np.float64)) / MAX_REL_ORN * 0.5, -1, 1)
         return np.concatenate([pos, orn, [ph.gripper]]).astype(np.float32)
@@ -246,22 +247,27 @@ def _lift(color: str, surface: str) -> tuple[list[Phase], Callable[[Obs], float]
     def block(o: Obs) -> np.ndarray:
         return _scene(o)[i:i + 3]
 
-    start: dict[str, float] = {}
+    start: dict[str, np.ndarray] = {}
+
+    def origin(o: Obs) -> np.ndarray:
+        """The block's pose when the primitive first looked at it (before any contact)."""
+        return start.setdefault("pos", block(o).copy())
 
     def grasp_z(o: Obs) -> float:
         return float(block(o)[2]) + 0.004
 
-    def start_z(o: Obs) -> float:
-        return start.setdefault("z", float(block(o)[2]))
-
     def gripper_closed(o: Obs) -> bool:
         return bool(o["robot_obs"][6] < L.BLOCK_SIZES[color][1] + 0.004)
 
-    phases = [*_travel("approach", lambda o: block(o)[:2], OPEN),
+    def lift_goal(o: Obs) -> tuple[float, float, float]:
+        x, y, z = origin(o)
+        return (x, y, z + lift_to + 0.01)
+
+    phases = [*_travel("approach", lambda o: origin(o)[:2], OPEN),
               Phase("descend", lambda o: (*block(o)[:2], grasp_z(o)), OPEN, tol=0.006, max_steps=40),
               Phase("close", lambda o: (*block(o)[:2], grasp_z(o)), CLOSE, until=gripper_closed, hold=4, max_steps=25),
-              Phase("lift", lambda o: (*_tcp(o)[:2], start_z(o) + lift_to + 0.01), CLOSE, tol=0.01,
-                    until=lambda o: block(o)[2] > start_z(o) + lift_to, max_steps=40, speed=0.7)]
+              Phase("lift", lift_goal, CLOSE, tol=0.01, until=lambda o: block(o)[2] > origin(o)[2] + lift_to,
+                    max_steps=40, speed=0.7)]
     return phases, lambda o: float(_scene(o)[i + 5])
 
 
