@@ -476,13 +476,18 @@ def dataset_files(root: str | os.PathLike, include_parts: bool = True) -> list[P
     if not root.is_dir():
         raise FileNotFoundError(f"dataset directory {root} does not exist; collect one with "
                                 f"`metamanip-collect` or fix data.root / paths.data_dir")
-    files = sorted(p for p in root.iterdir() if SHARD_RE.match(p.name))
+    # parts first: a shard finalised meanwhile has its final file by the time we list those
+    parts: list[Path] = []
     if include_parts:
         for d in sorted(root.glob("shard-*.parts")):
-            files += sorted(p for p in d.iterdir() if PART_RE.match(p.name))
+            try:
+                parts += sorted(p for p in d.iterdir() if PART_RE.match(p.name))
+            except FileNotFoundError:  # finalised while we listed
+                continue
+    files = sorted(p for p in root.iterdir() if SHARD_RE.match(p.name))
     files += sorted(p for p in root.iterdir() if p.suffix == ".h5" and not SHARD_RE.match(p.name)
                     and not p.name.startswith("."))
-    return files
+    return files + parts
 
 
 def list_episodes(root: str | os.PathLike, skip_corrupt: bool = False, verify: bool = False,
@@ -493,18 +498,25 @@ def list_episodes(root: str | os.PathLike, skip_corrupt: bool = False, verify: b
     `skip_corrupt=True`.
     """
     root = Path(root)
-    files = [root] if root.is_file() else dataset_files(root, include_parts)
-    refs: dict[str, EpisodeRef] = {}
-    for path in files:
-        try:
-            info = open_shard(path, verify=verify)
-        except CorruptShardError as e:
-            if not skip_corrupt:
-                raise
-            log.warning("skipping %s", e)
-            continue
-        for ref in info.episodes:
-            refs.setdefault(ref.episode_id, ref)
+    for _ in range(10):  # a shard finalised while we listed it moves its parts: list again
+        files = [root] if root.is_file() else dataset_files(root, include_parts)
+        refs: dict[str, EpisodeRef] = {}
+        vanished = False
+        for path in files:
+            try:
+                info = open_shard(path, verify=verify)
+            except CorruptShardError as e:
+                if not path.exists():
+                    vanished = True
+                    break
+                if not skip_corrupt:
+                    raise
+                log.warning("skipping %s", e)
+                continue
+            for ref in info.episodes:
+                refs.setdefault(ref.episode_id, ref)
+        if not vanished:
+            break
     return sorted(refs.values(), key=lambda r: r.episode_id)
 
 
