@@ -20,7 +20,7 @@ from metamanip.envs.scene import make_scene_obs
 from metamanip.envs.tasks import detect_tasks
 from metamanip.settings import chat
 from metamanip.settings.latch import TaskLatch
-from metamanip.settings.objects import TASK_OBJECT, LogicalState, task_instruction
+from metamanip.settings.objects import TASK_OBJECT, LogicalState, feasible_task, task_instruction
 from metamanip.settings.paraphrases import Paraphraser
 from metamanip.settings.splits import check_split
 from metamanip.settings.trial_limits import TrialLimits
@@ -183,8 +183,6 @@ class MetaEnv(gym.Env):
 
     @property
     def feasible_tasks(self) -> dict[str, str | None]:
-        from metamanip.settings.objects import feasible_task
-
         return {o: feasible_task(o, self.episode.state) for o in self.episode.objects}
 
     @property
