@@ -79,7 +79,9 @@ def test_optuna_presets_resolve_with_shared_storage(standin_conf, tmp_path, pres
     sweep_dir = r["hydra"]["sweep"]["dir"]
     assert storage["path"].rsplit("/", 1)[0] == sweep_dir.rsplit("/", 1)[0]
     assert sweeper["study_name"] in storage["path"]
-    assert sweeper["sampler"]["seed"] is None  # processes sharing a study must not propose the same trials
+    # processes sharing a study must not propose the same trials
+    assert sweeper["sampler"]["seed"] is None and sweeper["sampler"]["constant_liar"] is True
+    assert cfg.hydra.runtime.choices["hydra/sweeper/sampler"] == "tpe_shared"
     for expr in sweeper["params"].values():
         assert any(expr.startswith(f) for f in ("choice(", "tag(", "interval(", "range(")), expr
 

@@ -7,6 +7,7 @@ folder exists before optuna opens it and so that an NFS-friendly journal file ca
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,15 @@ def study_storage(path: str, backend: str = "sqlite") -> Any:
     p = Path(path).expanduser().resolve()
     p.parent.mkdir(parents=True, exist_ok=True)
     log.info("optuna study storage: %s (%s)", p, backend)
-    if backend == "sqlite":
-        # a generous lock timeout: several sweeper processes write to one file
-        return optuna.storages.RDBStorage(url=f"sqlite:///{p}", engine_kwargs={"connect_args": {"timeout": 60}})
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(p)))
+    if backend == "journal":
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(p)))
+    # Processes started together would race to create the schema (UNIQUE constraint failed on
+    # alembic_version): the first one creates it under a lock, the others then open it.
+    with open(p.with_name(p.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            # a generous busy timeout: several sweeper processes write to one file
+            return optuna.storages.RDBStorage(url=f"sqlite:///{p}",
+                                              engine_kwargs={"connect_args": {"timeout": 60}})
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
