@@ -146,3 +146,26 @@ def test_combi_episode_mid_trial_and_trial_end(sim):
     obs, reward, term, info = do_tasks(env, obs, ["close_drawer"])
     assert reward == 0.0 and term and info["trial_results"][-1]["ended_by"] == "step_limit"
     assert [r["reward"] for r in info["trial_results"]] == [0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("overrides", [["env=explore", "env.num_objs=7"], ["env=combi_explore"],
+                                       ["env=single_object", "env.object=drawer"]])
+def test_configs_instantiate_with_the_real_simulator(overrides):
+    from hydra.utils import instantiate
+
+    from metamanip.settings.describe import compose_env
+
+    cfg = compose_env([*overrides, "env.sim.cameras.static.width=32", "env.sim.cameras.static.height=32",
+                       "env.sim.cameras.gripper.width=16", "env.sim.cameras.gripper.height=16"])
+    env = instantiate(cfg.env)
+    try:
+        obs, info = env.reset(seed=0)
+        assert obs["rgb_static"].shape == (32, 32, 3) and obs["scene_obs"].shape == (24,)
+        for key in ("feedback", "trial", "trial_done", "decision_point", "completed_tasks", "explored_objects",
+                    "episode_objects", "meta_task", "trial_results"):
+            assert key in info
+        obs, reward, term, trunc, info = env.step(IDLE)
+        assert info["action_rel"].shape == (7,) and not term and info["trial_step"] == 1
+        assert env.sim.get_info()["base_pos"].shape == (3,)
+    finally:
+        env.close()
