@@ -69,6 +69,14 @@ def test_optimal_explorer_bad_input():
 def test_trial_limits():
     t = TrialLimits(10, 30, 60)
     assert t.total == 100 and t.position_probs() == pytest.approx([0.1, 0.3, 0.6])
+    assert t.position_probs("explore", 4) == pytest.approx([0.1, 0.3, 0.6, 0.0])
+    combi = TrialLimits(100, 100, 100).position_probs("combi_explore", 4)
+    assert combi[(0, 1)] == pytest.approx(1 / 3) and combi[(0, 3)] == pytest.approx(1 / 6)
+    # the yardstick for collected data: a listed-order explorer on the thesis' 7-object limits
+    r = optimal_explorer("explore", 7, 5, TrialLimits(5, 15, 30).position_probs("explore", 4), strategy="listed")
+    assert r["average_reward"] == pytest.approx((5 * 5 + 15 * 4 + 30 * 3) / 50)
+    r = optimal_explorer("combi_explore", None, 4, combi, strategy="listed")
+    assert r["success_by_trial"] == pytest.approx([1 / 3, 2 / 3, 1, 1])
     t.check_feasible("explore", 4, 3)
     with pytest.raises(ValueError, match="trial_limits.two=60 cannot be met with num_trials=3"):
         t.check_feasible("explore", 3, 3)

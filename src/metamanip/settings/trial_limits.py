@@ -62,9 +62,23 @@ class TrialLimits:
     def by_unrewarded_trials(self) -> dict[int, int]:
         return {0: self.zero, 1: self.one, 2: self.two}
 
-    def position_probs(self) -> list[float]:
-        """The distribution of unrewarded trials before the reward that these limits produce."""
-        return [v / self.total for v in (self.zero, self.one, self.two)]
+    def position_probs(self, setting: str = "explore", objects_per_episode: int = 3) -> list[float] | dict:
+        """Where collection under these limits lists the rewarding object (Explore: one probability per
+        position) or pair (Combi: {pair of positions: probability}, spread evenly over `meta_positions`),
+        in the form `optimal_explorer` takes."""
+        out: dict = {}
+        for k, n in self.by_unrewarded_trials().items():
+            if n == 0:
+                continue
+            places = meta_positions(setting, k, objects_per_episode)
+            if not places:
+                raise ValueError(f"trial_limits: {n} episodes after {k} unrewarded trials cannot be placed with "
+                                 f"{objects_per_episode} objects per episode")
+            for p in places:
+                out[p] = out.get(p, 0.0) + n / self.total / len(places)
+        if setting == "combi_explore":
+            return out
+        return [out.get(k, 0.0) for k in range(objects_per_episode)]
 
     def check_feasible(self, setting: str, num_trials: int, objects_per_episode: int) -> None:
         """Raise if a non-zero limit asks for more unrewarded trials than the setting can hold."""
