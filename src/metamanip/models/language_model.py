@@ -21,6 +21,7 @@ def build_language_model(
     pretrained: str | None = None,
     weights_format: str = "hf",
     torch_dtype: str | None = None,
+    qk_layernorm: bool = False,
 ) -> transformers.PreTrainedModel:
     """A causal LM from a config dict (`model_type` + fields), a hub name / local path, or both.
 
@@ -28,6 +29,9 @@ def build_language_model(
     - `pretrained` only: `AutoModelForCausalLM.from_pretrained(pretrained)`.
     - both: build from `config`, then load the weight files found under `pretrained`; `weights_format`
       "mosaic_gpt" renames MosaicGPT remote-code keys (mpt-1b-redpajama-200b*) to the native MPT layout.
+
+    `qk_layernorm` adds MosaicGPT's LayerNorm on queries and keys (`attn.q_ln`, `attn.k_ln`) to a native
+    MPT model, which lacks the option; MPT-1B-RedPajama was trained with it.
     """
     dtype = getattr(torch, torch_dtype) if torch_dtype else None
     if config is None and pretrained is None:
@@ -40,6 +44,8 @@ def build_language_model(
         raise ValueError(f"the language model config needs a model_type (e.g. gpt2, llama, mpt), got {sorted(config)}")
     hf_config = transformers.AutoConfig.for_model(**config)
     model = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
+    if qk_layernorm:
+        add_qk_layernorm(model)
     if pretrained is not None:
         from metamanip.models.convert_openflamingo import convert_lm_state_dict, load_weight_files
 
@@ -52,6 +58,24 @@ def build_language_model(
                 f"missing {missing[:5]}, unexpected {unexpected[:5]}; check weights_format and the config fields"
             )
         model.tie_weights()
+    return model
+
+
+def add_qk_layernorm(model: nn.Module) -> nn.Module:
+    """LayerNorm the query and key thirds of every fused `Wqkv` projection (MosaicGPT's `attn_qk_ln`)."""
+    attns = [m for m in model.modules() if isinstance(getattr(m, "Wqkv", None), nn.Linear)]
+    if not attns:
+        raise ValueError(f"qk_layernorm needs an MPT-style model with fused Wqkv projections, not {type(model).__name__}")
+    for attn in attns:
+        d = attn.Wqkv.out_features // 3
+        attn.q_ln = nn.LayerNorm(d)
+        attn.k_ln = nn.LayerNorm(d)
+
+        def hook(module, args, qkv, attn=attn):
+            q, k, v = qkv.chunk(3, dim=-1)
+            return torch.cat([attn.q_ln(q), attn.k_ln(k), v], dim=-1)
+
+        attn.Wqkv.register_forward_hook(hook)
     return model
 
 

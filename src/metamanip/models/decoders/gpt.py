@@ -44,6 +44,7 @@ class GPTDecoder(ContinuousDecoder):
             eos_token_id=0,
         )
         self.gpt = transformers.GPT2Model(config)
+        self.gpt.wte.requires_grad_(False)  # features enter as inputs_embeds; the token table is unused
 
     def encode(self, features: torch.Tensor) -> torch.Tensor:
         if features.shape[1] > self.window_size:
