@@ -229,3 +229,17 @@ def test_single_object_env(fake_world):
     assert info["feedback"]["train_feedback"] == f"{env.task_instruction(env.meta_task)} was rewarding last trial; "
     with pytest.raises(ValueError, match="env.object must be one of"):
         SingleObjectEnv(fake_world(), object="table", trial_steps=4)
+
+
+def test_a_tracked_task_on_an_object_outside_the_episode_ends_the_trial(fake_world):
+    env = make(fake_world, num_objs=5)
+    _, info = env.reset(seed=4, options={"combination": ("red_block", "drawer", "lightbulb"), "meta_position": 0})
+    _, r, _, _, info = env.step(act(BUTTON))  # the LED is tracked with 5 objects but not listed this episode
+    assert info["trial_done"] and r == 0.0 and info["completed_tasks"][0].endswith("_led")
+    assert info["explored_objects"] == []
+    assert info["feedback"]["train_feedback"] == (
+        "no reward last trial. episode objects: red block, drawer, lightbulb. explored objects: none")
+    env3 = make(fake_world, num_objs=3)
+    env3.reset(seed=4)
+    _, r, _, _, info = env3.step(act(BUTTON))  # not tracked with 3 objects: the trial goes on
+    assert not info["trial_done"] and info["completed_tasks"] == []
