@@ -102,7 +102,8 @@ class ScriptedDecider:
         done_all = {t for r in results for t in r.get("completed_tasks", [])}
         unrewarding = done_all - rewarding
         tried_pairs = {frozenset(r["completed_tasks"]) for r in results if len(r.get("completed_tasks", [])) == 2}
-        now = list(info.get("completed_tasks", []))  # this trial, so far
+        # this trial's tasks so far; at a trial start `completed_tasks` still lists the trial that just ended
+        now = [] if info.get("trial_done") else list(info.get("completed_tasks", []))
         won = [r for r in results if r.get("reward", 0) > 0]
         if won:
             pair = [t for t in tasks if t in set(won[-1]["completed_tasks"])]
