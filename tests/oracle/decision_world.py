@@ -41,7 +41,12 @@ class DecisionWorld:
             completed: list[str] = []
             reward = 0.0
             while True:
-                d = decider.decide(self, self._info(results, completed))
+                if not completed and results:  # trial start: the settings still list the last trial's tasks
+                    info = self._info(results, results[-1]["completed_tasks"])
+                    info["trial_done"] = True
+                else:
+                    info = self._info(results, completed)
+                d = decider.decide(self, info)
                 decisions.append(d)
                 completed.append(d.task)
                 if self.setting == "combi_explore":
