@@ -26,7 +26,9 @@ DBD_CONF_FILE=$CONF_DIR/slurmdbd.conf
 LOG_DIR=/var/log/slurm
 RUN_DIR=/run/slurm
 DB_PASS=slurmdbpass   # local-only database on a test machine; never used for anything else
-H=$(hostname -s)
+H=$(hostname -s 2>/dev/null || uname -n)
+H=${H%%.*}
+CONF_CHANGED=0
 
 die() { echo "local-cluster: $*" >&2; exit 1; }
 say() { echo "local-cluster: $*"; }
@@ -66,7 +68,7 @@ write_configs() {
   ours_or_absent "$DBD_CONF_FILE"
   local cpus mem delay
   cpus=${METAMANIP_SLURM_CPUS:-$(( $(nproc) > 4 ? $(nproc) : 4 ))}
-  mem=$(( $(free -m | awk '/^Mem:/{print $2}') - 1024 ))
+  mem=$(( $(awk '/^MemTotal:/{print int($2 / 1024)}' /proc/meminfo) - 1024 ))
   [ "$mem" -gt 1024 ] || mem=1024
   delay=${METAMANIP_SLURM_REQUEUE_DELAY:-10}
   mkdir -p "$CONF_DIR"
@@ -124,6 +126,9 @@ SlurmdLogFile=$LOG_DIR/slurmd.log
 NodeName=$H NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$H Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
+  if [ -e "$SLURM_CONF_FILE" ] && ! cmp -s "$SLURM_CONF_FILE.tmp" "$SLURM_CONF_FILE"; then
+    CONF_CHANGED=1
+  fi
   mv -f "$SLURM_CONF_FILE.tmp" "$SLURM_CONF_FILE"
 }
 
@@ -156,6 +161,11 @@ start_mariadb() {
 }
 
 start_slurm() {
+  if [ "$CONF_CHANGED" = 1 ]; then  # node changes need a restart of slurmctld and slurmd, not a reconfigure
+    stop_pidfile slurmd "$RUN_DIR/slurmd.pid"
+    stop_pidfile slurmctld "$RUN_DIR/slurmctld.pid"
+    say "slurm.conf changed: restarting slurmctld and slurmd"
+  fi
   if ! pid_alive "$RUN_DIR/slurmdbd.pid"; then
     /usr/sbin/slurmdbd
     wait_for 60 slurmdbd sacctmgr -n -i show cluster
