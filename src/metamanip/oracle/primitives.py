@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 MAX_REL_POS = 0.02   # the env's scaling of relative actions (m and rad per unit)
 MAX_REL_ORN = 0.05
-SAFE_Z = 0.64        # travel height: fingertips clear the tray walls, the door knob and the lightbulb
+SAFE_Z = 0.64        # travel height over the shelf: fingertips clear its walls and the door knob
+LOW_TRAVEL_Z = 0.56  # travel height in front of the shelf: fingertips 7 cm above a block on the table
 FINGER_TIP = 0.011   # fingertips sit this far below the TCP
 OPEN, CLOSE = 1.0, -1.0
 POS_GAIN = 0.7      # fraction of the remaining error commanded per step (relative targets accumulate)
@@ -136,9 +137,15 @@ class Primitive:
 
 # ---- building blocks ------------------------------------------------------------------------------
 def _travel(name: str, xy: Callable[[Obs], Sequence[float]], gripper: float, z: float = SAFE_Z) -> list[Phase]:
-    """Rise to the travel height where we are, then fly there above the part."""
-    rise = Phase(f"{name}:rise", lambda o: (*_tcp(o)[:2], max(z, _tcp(o)[2])), gripper, tol=0.02,
-                 until=lambda o: _tcp(o)[2] > z - 0.02)
+    """Rise where we are (to the travel height, or above the shelf walls when starting over the shelf),
+    then fly there at height z."""
+    def rise_z(o: Obs) -> float:
+        t = _tcp(o)
+        over_shelf = t[1] > L.TRAY_Y[0] - 0.06
+        return max(z, SAFE_Z if over_shelf else z, t[2])
+
+    rise = Phase(f"{name}:rise", lambda o: (*_tcp(o)[:2], rise_z(o)), gripper, tol=0.02,
+                 until=lambda o: _tcp(o)[2] > rise_z(o) - 0.02)
     fly = Phase(f"{name}:fly", lambda o: (*xy(o), z), gripper, tol=0.015)
     return [rise, fly]
 
@@ -196,12 +203,12 @@ def _drawer(opening: bool) -> list[Phase]:
         spot = front_y
         done = lambda o: _scene(o)[DRAWER] < 0.01  # noqa: E731
         move = lambda o: (L.DRAWER_X, front_y(o) + 0.03, z)  # noqa: E731
-    return [*_travel("approach", lambda o: (L.DRAWER_X, spot(o)), CLOSE, z=0.50),
+    return [*_travel("approach", lambda o: (L.DRAWER_X, spot(o)), CLOSE, z=LOW_TRAVEL_Z),
             Phase("descend", lambda o: (L.DRAWER_X, spot(o), z), CLOSE, tol=0.008),
             Phase("pull" if opening else "push", move, CLOSE, until=done, max_steps=60, speed=0.6),
             *([Phase("back_off", lambda o: (L.DRAWER_X, _tcp(o)[1] - 0.02, z), CLOSE, tol=0.01, max_steps=6)]
               if not opening else []),
-            _up_to(0.50, CLOSE)]
+            _up_to(LOW_TRAVEL_Z, CLOSE)]
 
 
 def _button() -> list[Phase]:
@@ -212,7 +219,7 @@ def _button() -> list[Phase]:
     def flipped(o: Obs) -> bool:
         return _scene(o)[2] > L.BUTTON_TRIGGER + 0.004
 
-    return [*_travel("approach", lambda o: xy, CLOSE, z=0.56),
+    return [*_travel("approach", lambda o: xy, CLOSE, z=LOW_TRAVEL_Z),
             Phase("hover", lambda o: (*xy, above), CLOSE, tol=0.008),
             Phase("press", lambda o: (*xy, pressed), CLOSE, until=flipped, max_steps=40, speed=0.5, hold=2),
             _up_to(above + 0.03, CLOSE, "release")]
@@ -233,10 +240,10 @@ def _switch(on: bool) -> list[Phase]:
         return (k[0] - direction * side + direction * 0.03, k[1], z)
 
     done = (lambda o: _scene(o)[SWITCH] > L.SWITCH_RANGE[1] - 0.008) if on else (lambda o: _scene(o)[SWITCH] < 0.008)
-    return [*_travel("approach", beside, CLOSE, z=0.56),
+    return [*_travel("approach", beside, CLOSE, z=LOW_TRAVEL_Z),
             Phase("descend", lambda o: (*beside(o), z), CLOSE, tol=0.008),
             Phase("push", push, CLOSE, until=done, max_steps=40, speed=0.5),
-            _up_to(0.56, CLOSE)]
+            _up_to(LOW_TRAVEL_Z, CLOSE)]
 
 
 def _lift(color: str, surface: str) -> tuple[list[Phase], Callable[[Obs], float]]:
