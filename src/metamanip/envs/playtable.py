@@ -158,14 +158,16 @@ class PlayTableEnv(gym.Env):
 
     # ---- construction ------------------------------------------------------------------------------
     def _load_egl(self) -> int:
-        try:
-            import pkgutil
+        """Load PyBullet's EGL renderer plugin (GPU nodes); fall back to TinyRenderer where it is missing."""
+        import importlib.util
 
-            egl = pkgutil.get_loader("eglRenderer")
-            plugin = self._p.loadPlugin(egl.get_filename(), "_eglRendererPlugin") if egl else -1
+        plugin = -1
+        try:
+            spec = importlib.util.find_spec("eglRenderer")
+            if spec is not None and spec.origin:
+                plugin = self._p.loadPlugin(spec.origin, "_eglRendererPlugin")
         except Exception as e:  # pragma: no cover - depends on the machine's GL stack
-            log.warning("EGL renderer could not be loaded (%s); using TinyRenderer", e)
-            plugin = -1
+            log.warning("EGL renderer could not be loaded (%s)", e)
         if plugin < 0:
             log.warning("EGL renderer plugin unavailable; falling back to TinyRenderer (renderer=tiny)")
             self.renderer = "tiny"
