@@ -112,3 +112,28 @@ def test_actions_stay_in_range(env):
             a = prim.act(obs)
             assert a.shape == (7,) and a.dtype == np.float32
             assert np.all(np.abs(a) <= 1.0) and a[6] in (-1.0, 1.0)
+
+
+@pytest.mark.parametrize("first, second, base", [
+    ("move_slider_left", "open_drawer", (-0.482, -0.45, 0.271)),   # leaves the hand over the shelf
+    ("open_drawer", "turn_on_lightbulb", (-0.2, -0.46, 0.29)),      # from in front of the drawer, far right
+    ("turn_on_led", "move_slider_left", (-0.34, -0.46, 0.24)),
+])
+def test_primitives_chain_from_where_the_last_one_stopped(env, first, second, base):
+    """Combi-Explore switches primitive the moment a subtask is detected; the second must not undo the first."""
+    obs, start = env.reset(seed=0, options={"scene_obs": start_scene("move_slider_left"), "base_pos": base})
+    for task in (first, second):
+        before = env.get_info()
+        prim = make_primitive(task)
+        prim.reset(obs)
+        for _ in range(150):
+            obs, *_ = env.step(prim.act(obs))
+            if task in detect_tasks(before, env.get_info(), [task]):
+                break
+        else:
+            pytest.fail(f"{task} not done after {first}")
+    for _ in range(30):  # let the second primitive finish its retreat
+        if prim.done:
+            break
+        obs, *_ = env.step(prim.act(obs))
+    assert detect_tasks(start, env.get_info()) == {first, second}
