@@ -43,7 +43,8 @@ def main() -> None:
     if args.agent == "policy":
         from metamanip.models.policy import build_policy
 
-        policy = build_policy(compose("train", ["backbone=tiny", "decoder=lstm", "policy=tiny", "data.dir=unused"]))
+        policy = build_policy(compose("train", ["backbone=tiny", "decoder=lstm", "policy=tiny", "data.dir=unused"],
+                                      tempfile.gettempdir()))
     warm = _context(None).Process(target=int)  # start the fork server outside the timed runs
     warm.start()
     warm.join()

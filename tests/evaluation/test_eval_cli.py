@@ -74,7 +74,7 @@ def test_a_matching_checkpoint_passes_the_check(tmp_path):
     cfg = compose("eval", [*SMALL, f"ckpt={ckpt}", "env.sim.cameras.gripper.width=200",
                            "env.sim.cameras.gripper.height=200", "env.sim.cameras.static.width=200",
                            "env.sim.cameras.static.height=200"], tmp_path / "j")
-    assert eval_cli.check_checkpoint(ckpt, cfg)["policy"]["window_size"] == 4
+    assert eval_cli.check_checkpoint(ckpt, cfg)["config"]["policy"]["window_size"] == 4
 
 
 def test_bad_eval_choices_are_refused(tmp_path):
@@ -112,3 +112,24 @@ def test_scripted_oracle_through_the_cli(tmp_path):
     assert metrics["average_reward"] == pytest.approx(3.0)
     table = eval_cli.format_table(summary)
     assert "overall" in table and "drawer/lightbulb/slider" in table
+
+
+@pytest.mark.slow
+def test_a_policy_checkpoint_through_the_cli_with_a_video(tmp_path):
+    from metamanip.models.checkpoint import save_policy
+    from metamanip.models.policy import build_policy
+
+    torch.manual_seed(0)
+    policy = build_policy(compose("train", ["backbone=tiny", "decoder=lstm", "policy=tiny", "data.dir=unused"],
+                                  tmp_path / "train"))
+    ckpt = save_policy(policy, tmp_path / "policy.pt")
+    cams = [f"env.sim.cameras.{c}.{d}=32" for c in ("static", "gripper") for d in ("width", "height")]
+    cfg = compose("eval", [*SMALL, *cams, f"ckpt={ckpt}", "env.num_trials=2", "env.trial_steps=6",
+                           "eval.num_resets=2", "eval.num_workers=2", "eval.videos=1"], tmp_path / "job")
+    metrics = eval_cli.run(cfg)
+    rows = read_trials(tmp_path / "job" / "trials.csv")
+    assert len(rows) == 2 * 2 and all(0 < r.steps <= 6 for r in rows)
+    assert set(metrics) >= {"average_reward", "success_trial_1", "success_trial_2"}
+    summary = json.loads((tmp_path / "job" / "summary.json").read_text())
+    assert summary["config"]["agent"] == "policy" and summary["config"]["decoder"] == "lstm"
+    assert [p.name for p in (tmp_path / "job" / "videos").iterdir()] == ["drawer-lightbulb-slider_ep000.mp4"]

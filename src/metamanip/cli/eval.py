@@ -81,9 +81,9 @@ def protocol_specs(cfg: DictConfig) -> list[EpisodeSpec]:
     return mark_videos(specs, int(cfg.eval.videos))
 
 
-def read_checkpoint_config(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(policy config, training run config or None) stored in a policy or trainer checkpoint, without
-    building the policy."""
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(policy payload, training run config or None) of a policy or trainer checkpoint, without building
+    the policy. The payload holds `config` (backbone, decoder, policy) and `state_dict`."""
     import torch
 
     p = Path(path)
@@ -99,7 +99,7 @@ def read_checkpoint_config(path: str | Path) -> tuple[dict[str, Any], dict[str, 
         raise CheckpointError(f"checkpoint {p} holds no policy (expected 'config' and 'state_dict', or a trainer "
                               "checkpoint with them under 'policy')")
     run_cfg = blob.get("config") if "policy" in blob and isinstance(blob.get("config"), dict) else None
-    return _plain(payload["config"]), (_plain(run_cfg) if run_cfg else None)
+    return {**payload, "config": _plain(payload["config"])}, (_plain(run_cfg) if run_cfg else None)
 
 
 def _plain(cfg: Any) -> dict[str, Any]:
@@ -107,15 +107,16 @@ def _plain(cfg: Any) -> dict[str, Any]:
 
 
 def check_checkpoint(path: str | Path | None, cfg: DictConfig) -> dict[str, Any]:
-    """Refuse, before any env starts, a checkpoint that is missing or was trained for other inputs."""
+    """The checkpoint's policy payload; refuses, before any env starts, a checkpoint that is missing,
+    unreadable or trained for other inputs."""
     if path in (None, "", "???"):
         raise CheckpointError("eval.agent=policy needs ckpt=<path to a trained checkpoint> "
                               "(or evaluate an oracle: eval.agent=oracle oracle=scripted)")
-    ckpt_cfg, run_cfg = read_checkpoint_config(path)
-    problems = compatibility_problems(ckpt_cfg, run_cfg, cfg)
+    payload, run_cfg = read_checkpoint(path)
+    problems = compatibility_problems(payload["config"], run_cfg, cfg)
     if problems:
         raise CheckpointError(f"checkpoint {path} does not match this config: " + "; ".join(problems))
-    return ckpt_cfg
+    return payload
 
 
 def camera_sizes(sim_cfg: Mapping[str, Any] | None) -> dict[str, tuple[int, int]]:
@@ -174,13 +175,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     setting = setting_of(cfg.env)
     policy = agent_factory = None
     with job(cfg) as out:
-        ckpt_cfg = check_checkpoint(cfg.get("ckpt"), cfg) if e.agent == "policy" else None  # before any env
+        payload = check_checkpoint(cfg.get("ckpt"), cfg) if e.agent == "policy" else None  # before any env
+        ckpt_cfg = payload["config"] if payload else None
         specs = protocol_specs(cfg)
-        if e.agent == "policy":
+        if payload is not None:
             from metamanip.models.checkpoint import load_policy
 
-            policy = load_policy(cfg.ckpt)
-            policy.to(e.get("device", "cpu"))
+            policy = load_policy(payload).to(e.get("device", "cpu"))
         else:
             agent_factory = OracleFactory(OmegaConf.to_container(cfg.oracle, resolve=True))
         num_trials, trial_steps = trial_budget_of(cfg.env)
