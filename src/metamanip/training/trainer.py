@@ -226,7 +226,7 @@ class Trainer:
         stop = StopSignals().install()
         autocast = self._autocast(device)
         samples_per_step = self.batch_size * self.grad_accum_steps * denv.world_size
-        start_step, loop_time, saved_at = step, 0.0, (step if resume_path is not None else -1)
+        start_step, excluded, saved_at = step, 0.0, (step if resume_path is not None else -1)
         lr_now = scheduler.get_last_lr()[0]
         bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True,
                    disable=not (main and self.progress), leave=False)
@@ -234,9 +234,9 @@ class Trainer:
         try:
             model.train()
             stream = self._stream(loader, sampler, micro, per_rank_batches)
-            window_t0, window_samples = time.perf_counter(), 0
+            loop_t0 = window_t0 = time.perf_counter()
+            window_samples = 0
             while step < total:
-                t0 = time.perf_counter()
                 loss_sum = torch.zeros((), device=device, dtype=torch.float64)
                 for k in range(self.grad_accum_steps):
                     batch = _to_device(next(stream), device)
@@ -267,14 +267,16 @@ class Trainer:
                 step += 1
                 step_loss = loss_all / (self.grad_accum_steps * denv.world_size)
                 recent.append(step_loss)
-                loop_time += time.perf_counter() - t0
                 window_samples += samples_per_step
                 bar.update(1)
 
                 val_now = None
                 if val_set is not None and self.val_every_steps and step % self.val_every_steps == 0 \
                         and step < total:
+                    t_val = time.perf_counter()
                     val_now = last_val = self.validate(model, val_set, device, denv)
+                    excluded += time.perf_counter() - t_val
+                    window_t0 += time.perf_counter() - t_val
                 if (step % self.log_every_steps == 0 and step < total) or val_now is not None:
                     now = time.perf_counter()
                     rate = window_samples / max(now - window_t0, 1e-9)
@@ -288,9 +290,12 @@ class Trainer:
                         train_log.write(step, mean_loss, lr_now, val_now, rate)  # type: ignore[union-attr]
                 if stopping or (self.save_every_steps and step % self.save_every_steps == 0
                                 and step < total):
+                    t_save = time.perf_counter()
                     path = self._save(ckpt_dir, step, micro, policy, optimizer, scheduler, scaler,
                                       aug_gen, denv, recent, last_val, logger, run_config, policy_payload)
                     saved_at = step
+                    excluded += time.perf_counter() - t_save
+                    window_t0 += time.perf_counter() - t_save
                     if stopping:
                         signum = stop.signum or 15
                         bar.close()
@@ -301,6 +306,7 @@ class Trainer:
                         stop.forward()  # submitit's handler requeues and exits here
                         raise Preempted(signum, step, str(path) if path else None)
             # the end: validation, final checkpoint, metrics
+            loop_time = time.perf_counter() - loop_t0 - excluded
             if val_set is not None:
                 last_val = self.validate(model, val_set, device, denv)
             final_loss = float(np.mean(recent)) if recent else float("nan")
