@@ -13,6 +13,7 @@ the robot's contacts.
 """
 from __future__ import annotations
 
+import getpass
 import hashlib
 import logging
 import os
@@ -91,7 +92,7 @@ def light_panda_urdf() -> str:
 
     TinyRenderer's cost per image grows with the triangles it draws; the detailed visual meshes made
     every camera render several times slower. The file is written once per machine (atomically) into
-    the temp dir, next to nothing else, and points at pybullet_data's meshes by absolute path.
+    the temp dir (one per user and content) and points at pybullet_data's meshes by absolute path.
     """
     root = Path(pybullet_data.getDataPath()) / "franka_panda"
     text = (root / "panda.urdf").read_text()
@@ -103,11 +104,13 @@ def light_panda_urdf() -> str:
     light = re.sub(r'filename="package://meshes/visual/([^"]+)"', swap, text)
     light = re.sub(r'filename="package://meshes/collision/([^"]+)"',
                    lambda m: f'filename="{root / "meshes" / "collision" / m.group(1)}"', light)
-    path = Path(tempfile.gettempdir()) / f"metamanip_panda_light_{hashlib.sha1(light.encode()).hexdigest()[:12]}.urdf"
+    digest = hashlib.sha1(light.encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"metamanip_panda_light_{getpass.getuser()}_{digest}.urdf"
     if not path.exists():
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".metamanip_panda_", suffix=".urdf")
         with os.fdopen(fd, "w") as fh:
             fh.write(light)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     return str(path)
 
