@@ -75,7 +75,9 @@ class ContinuousDecoder(nn.Module):
         gripper_loss_weight: float = 0.01,
     ) -> None:
         super().__init__()
-        mlp_hidden = list(mlp_hidden) if mlp_hidden is not None else [hidden_size, hidden_size // 2, hidden_size // 4]
+        if mlp_hidden is None:  # RoboFlamingo's [1024, 512, 256] for hidden 1024; never narrower than 32
+            mlp_hidden = [max(hidden_size // k, 32) for k in (1, 2, 4)]
+        mlp_hidden = list(mlp_hidden)
         self.actions = MLPTanhHead(hidden_size, ARM_DIMS, mlp_hidden)
         self.gripper = MLPLogitHead(hidden_size, 1, mlp_hidden)
         self.gripper_loss_weight = gripper_loss_weight
