@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from metamanip.cli.train import CONFIG_DIR
 from metamanip.training.checkpointing import load_checkpoint
 from train_standins import write_dataset
 
 pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent
-NO_ENV = [] if (CONFIG_DIR / "env/sim/playtable.yaml").exists() else ["~env"]
 COMMON = ["trainer=smoke", "policy=tiny", "policy.window_size=3", "trainer.batch_size=2",
           "trainer.progress=false", "trainer.rgb_pad=2", "trainer.gripper_pad=1", "data.val_episodes=1"]
 
@@ -34,7 +32,7 @@ def env():
 
 
 def train_cmd(*overrides, multirun=False):
-    return [sys.executable, "-m", "metamanip.cli.train", *(["-m"] if multirun else []), *NO_ENV, *COMMON,
+    return [sys.executable, "-m", "metamanip.cli.train", *(["-m"] if multirun else []), *COMMON,
             *overrides]
 
 
@@ -88,7 +86,7 @@ def test_killed_run_resumes_to_the_same_steps_and_loss(tmp_path, dataset):
 def test_torchrun_two_process_cpu_ddp_writes_one_checkpoint(tmp_path, dataset):
     out = tmp_path / "ddp"
     cmd = [str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "metamanip.cli.train",
-           *NO_ENV, *COMMON, f"data.dir={dataset}", "trainer.max_steps=4", "trainer.save_every_steps=0",
+           *COMMON, f"data.dir={dataset}", "trainer.max_steps=4", "trainer.save_every_steps=0",
            "trainer.num_workers=1", "trainer.device=cpu", "logger=none", f"hydra.run.dir={out}"]
     done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

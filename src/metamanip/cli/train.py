@@ -138,13 +138,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with job(cfg) as out:
         seed_everything(int(cfg.seed))
         train_set, val_set = build_datasets(cfg)
+        from metamanip.models.checkpoint import checkpoint_payload, load_policy_state
         from metamanip.models.policy import build_policy
 
         policy = build_policy(cfg)
         trainer = instantiate(cfg.trainer)
         logger = instantiate(cfg.logger)
         metrics = trainer.fit(policy, train_set, val_set, out, logger=logger,
-                              run_config=OmegaConf.to_container(cfg, resolve=True))
+                              run_config=OmegaConf.to_container(cfg, resolve=True),
+                              policy_payload=checkpoint_payload, policy_restore=load_policy_state)
         if denv.is_main:
             write_metrics(out, metrics)
     return metrics

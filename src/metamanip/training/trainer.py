@@ -163,12 +163,15 @@ class Trainer:
     def fit(self, policy: nn.Module, train_set: Dataset, val_set: Dataset | None,
             output_dir: str | os.PathLike, logger: NoLogger | None = None,
             run_config: dict[str, Any] | None = None,
-            policy_payload: Callable[[nn.Module], dict[str, Any]] | None = None) -> dict[str, Any]:
+            policy_payload: Callable[[nn.Module], dict[str, Any]] | None = None,
+            policy_restore: Callable[[nn.Module, dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Train `policy` (its `forward(batch)["loss"]`) and return the final metrics.
 
         `policy_payload(policy)` builds the policy checkpoint dict stored under ``"policy"`` (by default
-        ``{"format_version": 1, "config": {}, "state_dict": ...}``); `run_config` is the resolved config
-        stored in every checkpoint and handed to the logger.
+        ``{"format_version": 1, "config": policy.config, "state_dict": the full state dict}``) and
+        `policy_restore(policy, state_dict)` loads it back on resume (default: a strict
+        `load_state_dict`). `run_config` is the resolved config stored in every checkpoint and handed to
+        the logger.
         """
         logger = logger or NoLogger()
         denv = distributed.detect()
@@ -179,13 +182,15 @@ class Trainer:
         ckpt_dir = out / "checkpoints"
         try:
             return self._fit(policy, train_set, val_set, out, ckpt_dir, logger, run_config or {},
-                             policy_payload or _default_payload, denv, device)
+                             policy_payload or _default_payload, policy_restore or _default_restore,
+                             denv, device)
         finally:
             distributed.destroy_process_group()
 
     def _fit(self, policy: nn.Module, train_set: Dataset, val_set: Dataset | None, out: Path,
              ckpt_dir: Path, logger: NoLogger, run_config: dict[str, Any],
-             policy_payload: Callable[[nn.Module], dict[str, Any]], denv: distributed.DistEnv,
+             policy_payload: Callable[[nn.Module], dict[str, Any]],
+             policy_restore: Callable[[nn.Module, dict[str, Any]], None], denv: distributed.DistEnv,
              device: torch.device) -> dict[str, Any]:
         main = denv.is_main
         num_windows = len(train_set)  # type: ignore[arg-type]
@@ -217,8 +222,8 @@ class Trainer:
         resume_path = checkpointing.find_resume_checkpoint(ckpt_dir) if self.resume else None
         if resume_path is not None:
             state = checkpointing.load_checkpoint(resume_path)
-            step, micro, last_val, resume_id = self._restore(state, policy, optimizer, scheduler, scaler,
-                                                             aug_gen, denv, recent)
+            step, micro, last_val, resume_id = self._restore(state, policy, policy_restore, optimizer,
+                                                             scheduler, scaler, aug_gen, denv, recent)
             log.info("resumed from %s at step %d/%d (data position %d)", resume_path, step, total, micro)
 
         logger.start(out, run_config, run_id=resume_id, enabled=main)
@@ -419,13 +424,15 @@ class Trainer:
         log.info("checkpoint at step %d -> %s", step, last)
         return last
 
-    def _restore(self, state: dict[str, Any], policy: nn.Module, optimizer: torch.optim.Optimizer,
+    def _restore(self, state: dict[str, Any], policy: nn.Module,
+                 policy_restore: Callable[[nn.Module, dict[str, Any]], None],
+                 optimizer: torch.optim.Optimizer,
                  scheduler: Any, scaler: torch.amp.GradScaler, aug_gen: torch.Generator,
                  denv: distributed.DistEnv, recent: collections.deque
                  ) -> tuple[int, int, float | None, str | None]:
         try:
-            policy.load_state_dict(state["policy"]["state_dict"])
-        except RuntimeError as e:
+            policy_restore(policy, state["policy"]["state_dict"])
+        except (RuntimeError, ValueError) as e:
             raise ValueError(f"the checkpoint does not fit this policy ({e}); the run config changed "
                              "since it was written: use a new output dir or trainer.resume=false") from e
         optimizer.load_state_dict(state["optimizer"])
@@ -450,6 +457,10 @@ class Trainer:
         return (f"the training loss is NaN/inf at step {step + 1}; the update was not applied and "
                 f"{kept}. Lower trainer.lr, use trainer.precision=fp32 or bf16, lower "
                 "trainer.clip_grad_norm, or check the dataset for NaN values")
+
+
+def _default_restore(policy: nn.Module, state_dict: dict[str, Any]) -> None:
+    policy.load_state_dict(state_dict)
 
 
 def _default_payload(policy: nn.Module) -> dict[str, Any]:
