@@ -40,8 +40,9 @@ def missing_markdown(results: SweepResults) -> str:
         parts = [f"`{row.job}`", str(row.status)]
         if isinstance(row.overrides, str) and row.overrides:
             parts.append(f"overrides `{row.overrides}`")
-        if isinstance(row.error, str) and row.error:
-            parts.append(f"error: {row.error}")
+        if isinstance(row.error, str) and row.error.strip():
+            first = row.error.strip().splitlines()[0]  # the whole text is in missing.csv
+            parts.append(f"error: {first[:300]}{' …' if len(first) > 300 else ''}")
         parts.append(f"log: `{row.log_path}`" if isinstance(row.log_path, str) and row.log_path else "no log found")
         lines.append("- " + " · ".join(parts))
     return "\n".join(lines) + "\n"
