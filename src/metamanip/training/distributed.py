@@ -3,7 +3,8 @@ collectives the trainer needs.
 
 Ranks come from torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) or, when
 those are absent, from SLURM's (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, the first host of
-SLURM_JOB_NODELIST, a port derived from SLURM_JOB_ID). `export_env` writes the torchrun names back
+SLURM_JOB_NODELIST, a port derived from SLURM_JOB_ID), or from submitit's local executor with several
+tasks per job (SUBMITIT_LOCAL_GLOBALID, ...). `export_env` writes the torchrun names back
 into the environment so every later reader (status files, loggers) agrees on who rank 0 is.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ class DistEnv:
     local_rank: int = 0
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
-    launcher: str = "single"  # single | torchrun | slurm
+    launcher: str = "single"  # single | torchrun | slurm | submitit-local
 
     @property
     def is_main(self) -> bool:
@@ -79,6 +80,13 @@ def detect(environ: dict[str, str] | None = None) -> DistEnv:
         return DistEnv(rank=int(env["SLURM_PROCID"]), world_size=ntasks,
                        local_rank=int(env.get("SLURM_LOCALID", 0)), master_addr=addr,
                        master_port=port, launcher="slurm")
+    ntasks = int(env.get("SUBMITIT_LOCAL_NTASKS", "1") or 1)
+    if ntasks > 1 and "SUBMITIT_LOCAL_GLOBALID" in env:  # submitit's local executor, several tasks
+        job_id = env.get("SUBMITIT_LOCAL_JOB_ID", "0")
+        return DistEnv(rank=int(env["SUBMITIT_LOCAL_GLOBALID"]), world_size=ntasks,
+                       local_rank=int(env.get("SUBMITIT_LOCAL_LOCALID", 0)), master_addr="127.0.0.1",
+                       master_port=20000 + int(re.sub(r"\D", "", job_id) or 0) % 20000,
+                       launcher="submitit-local")
     return DistEnv()
 
 
