@@ -80,6 +80,7 @@ def test_discrete_and_continuous_decoders_fit_a_mapping():
         assert err < 0.2, (name, err)
 
 
+@pytest.mark.slow
 def test_diffusion_trains_and_ddim_samples_near_the_conditional_target():
     torch.manual_seed(0)
     dec = DiffusionDecoder(in_features=8, window_size=2, hidden_size=32, num_layers=1, denoiser_width=64,

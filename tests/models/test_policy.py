@@ -129,6 +129,7 @@ def test_trainable_set_and_param_groups():
     assert id(policy.backbone.perceiver.latents) in no_decay
 
 
+@pytest.mark.slow
 def test_the_tiny_policy_learns_a_batch():
     torch.manual_seed(0)
     policy = build_policy(tiny_config("tiny", "lstm")).train()
