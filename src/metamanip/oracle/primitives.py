@@ -216,6 +216,7 @@ def _button() -> list[Phase]:
     xy = L.BUTTON_XY
     above = L.button_top(0.0)[2] + 0.03 + FINGER_TIP
     pressed = L.button_top(L.BUTTON_RANGE[1])[2] - 0.004 + FINGER_TIP
+
     def flipped(o: Obs) -> bool:
         return _scene(o)[2] > L.BUTTON_TRIGGER + 0.004
 
