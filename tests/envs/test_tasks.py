@@ -72,3 +72,30 @@ def test_only_the_asked_tasks_are_reported():
 def test_unknown_task_lists_the_valid_ones():
     with pytest.raises(ValueError, match="unknown task.*'open_the_fridge'.*valid tasks.*open_drawer"):
         detect_tasks(snap(), snap(), ["open_the_fridge"])
+
+
+def test_extra_block_tasks_are_reported_only_when_asked():
+    start = snap()
+    pushed = moved(6, 0.11)  # red x + 0.11, still on the table
+    assert detect_tasks(start, snap(pushed)) == set()
+    assert detect_tasks(start, snap(pushed), ["push_red_block_right", "push_red_block_left"]) == {"push_red_block_right"}
+    assert detect_tasks(start, snap(moved(6, 0.09)), ["push_red_block_right"]) == set()
+    # carried in the air is not a push
+    assert detect_tasks(start, snap(pushed, red={("robot", 9)}), ["push_red_block_right"]) == set()
+    assert detect_tasks(start, snap(moved(6, -0.11)), ["push_red_block_left"]) == {"push_red_block_left"}
+
+
+def test_rotation_needs_yaw_flat_block_small_shift_and_a_support():
+    start = snap()
+    turned = moved(11, np.radians(65))  # red yaw + 65°
+    names = ["rotate_red_block_left", "rotate_red_block_right"]
+    assert detect_tasks(start, snap(turned), names) == {"rotate_red_block_left"}
+    assert detect_tasks(start, snap(moved(11, np.radians(-65))), names) == {"rotate_red_block_right"}
+    assert detect_tasks(start, snap(moved(11, np.radians(55))), names) == set()
+    tilted = turned.copy()
+    tilted[9] = np.radians(35)
+    assert detect_tasks(start, snap(tilted), names) == set()
+    shifted = turned.copy()
+    shifted[6] += 0.12
+    assert detect_tasks(start, snap(shifted), names) == set()
+    assert detect_tasks(start, snap(turned, red={("robot", 9)}), names) == set()

@@ -4,10 +4,15 @@ Thresholds are CALVIN's (scene D, scaled units): slider ±0.15, drawer ±0.12, l
 state, a block is lifted when it rose more than 0.05 (from the table) / 0.03 (from a slider slot), the
 robot is the only body it touches now, and at the start it touched that surface.
 Detection is a state diff, not an event: undoing an action un-detects it.
+
+`TASKS` are the 14 tasks of the meta-learning settings (each has a scripted primitive). `EXTRA_TASKS`
+(CALVIN's block pushes and rotations, detectors only) are reported when asked for by name.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
 
 from metamanip.envs import layout as L
 from metamanip.envs.scene import BLOCK_INDEX, DRAWER, LED, LIGHTBULB, SLIDER
@@ -19,6 +24,10 @@ LIFT_THRESHOLD = {"table": 0.05, "slider": 0.03}
 TABLE_BODY = "table"
 ROBOT_BODY = "robot"
 SURFACE_LINK = {"table": -1, "slider": 6}
+PUSH_DISTANCE = 0.1          # CALVIN push_object: x moved by more than 10 cm
+ROTATE_DEGREES = 60.0        # CALVIN rotate_object: yaw turned by more than 60°, ...
+TILT_DEGREES = 30.0          # ... roll and pitch stay under 30°, ...
+ROTATE_MAX_SHIFT = 0.1       # ... and the block moved less than 10 cm
 
 Snapshot = Mapping[str, Any]
 
@@ -52,6 +61,34 @@ def _lift(color: str, surface: str) -> Callable[[Snapshot, Snapshot], bool]:
     return check
 
 
+def _push(color: str, direction: int) -> Callable[[Snapshot, Snapshot], bool]:
+    x = BLOCK_INDEX[color]
+
+    def check(start: Snapshot, now: Snapshot) -> bool:
+        dx = float(now["scene_obs"][x]) - float(start["scene_obs"][x])
+        if dx * direction <= PUSH_DISTANCE:
+            return False
+        on_table = lambda contacts: any(body == TABLE_BODY for body, _ in contacts)  # noqa: E731
+        return on_table(start["contacts"][color]) and on_table(now["contacts"][color])
+    return check
+
+
+def _rotate(color: str, direction: int) -> Callable[[Snapshot, Snapshot], bool]:
+    i = BLOCK_INDEX[color]
+
+    def check(start: Snapshot, now: Snapshot) -> bool:
+        a, b = np.asarray(start["scene_obs"], dtype=float), np.asarray(now["scene_obs"], dtype=float)
+        dyaw = np.degrees((b[i + 5] - a[i + 5] + np.pi) % (2 * np.pi) - np.pi)
+        if dyaw * direction <= ROTATE_DEGREES:
+            return False
+        if np.any(np.abs(np.degrees(b[i + 3:i + 5])) >= TILT_DEGREES):
+            return False
+        if np.linalg.norm(b[i:i + 3] - a[i:i + 3]) >= ROTATE_MAX_SHIFT:
+            return False
+        return any(body != ROBOT_BODY for body, _ in now["contacts"][color])  # put down, not held
+    return check
+
+
 DETECTORS: dict[str, Callable[[Snapshot, Snapshot], bool]] = {
     "open_drawer": _door(DRAWER, DRAWER_THRESHOLD),
     "close_drawer": _door(DRAWER, -DRAWER_THRESHOLD),
@@ -68,13 +105,21 @@ for _color in L.BLOCKS:
 
 TASKS: tuple[str, ...] = tuple(DETECTORS)
 
+for _color in L.BLOCKS:
+    # facing the table, right is +x; rotating left is counter-clockwise seen from above (yaw grows)
+    DETECTORS[f"push_{_color}_block_right"] = _push(_color, 1)
+    DETECTORS[f"push_{_color}_block_left"] = _push(_color, -1)
+    DETECTORS[f"rotate_{_color}_block_right"] = _rotate(_color, -1)
+    DETECTORS[f"rotate_{_color}_block_left"] = _rotate(_color, 1)
+EXTRA_TASKS: tuple[str, ...] = tuple(t for t in DETECTORS if t not in TASKS)
+
 
 def check_tasks(tasks: Iterable[str]) -> list[str]:
     """The task names, or a ValueError naming the unknown ones and listing the valid ones."""
     tasks = list(tasks)
     unknown = [t for t in tasks if t not in DETECTORS]
     if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; valid tasks: {list(TASKS)}")
+        raise ValueError(f"unknown task(s) {unknown}; valid tasks: {list(TASKS)} (detectors only: {list(EXTRA_TASKS)})")
     return tasks
 
 
