@@ -137,3 +137,23 @@ def test_primitives_chain_from_where_the_last_one_stopped(env, first, second, ba
             break
         obs, *_ = env.step(prim.act(obs))
     assert detect_tasks(start, env.get_info()) == {first, second}
+
+
+def test_a_scripted_push_fires_only_the_push_detector(env):
+    """The detectors-only extras work on real contacts too: push the red block 13 cm to the right."""
+    from metamanip.envs.tasks import EXTRA_TASKS
+    from metamanip.oracle.primitives import CLOSE, LOW_TRAVEL_Z, Phase, Primitive, _travel
+
+    obs, start = env.reset(seed=0, options={"scene_obs": start_scene("lift_red_block_table")})
+    x0, y0, z = obs["scene_obs"][6:9]  # the TCP at the block's centre height, fingertips 1 cm lower
+    push = Primitive("push_red_block_right", [
+        *_travel("approach", lambda o: (x0 - 0.06, y0), CLOSE, z=LOW_TRAVEL_Z),
+        Phase("descend", lambda o: (x0 - 0.06, y0, z), CLOSE, tol=0.006),
+        Phase("push", lambda o: (x0 + 0.09, y0, z), CLOSE, tol=0.01, speed=0.4,
+              until=lambda o: o["scene_obs"][6] > x0 + 0.13),
+        Phase("retreat", lambda o: (x0 + 0.05, y0, LOW_TRAVEL_Z), CLOSE, tol=0.015)])
+    push.reset(obs)
+    while not push.done:
+        obs, *_ = env.step(push.act(obs))
+    assert obs["scene_obs"][6] - x0 > 0.1 and abs(obs["scene_obs"][8] - z) < 0.01
+    assert detect_tasks(start, env.get_info(), TASKS + EXTRA_TASKS) == {"push_red_block_right"}
