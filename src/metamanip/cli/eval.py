@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -181,7 +182,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if payload is not None:
             from metamanip.models.checkpoint import load_policy
 
-            policy = load_policy(payload).to(e.get("device", "cpu"))
+            device = str(e.get("device", "cpu"))
+            policy = load_policy(payload).to(device)
+            if device == "cpu":
+                share_cores(int(e.num_workers))
         else:
             agent_factory = OracleFactory(OmegaConf.to_container(cfg.oracle, resolve=True))
         num_trials, trial_steps = trial_budget_of(cfg.env)
@@ -198,6 +202,19 @@ def num_objs_of(env_cfg: Mapping[str, Any]) -> int:
     """The objects-per-setting figure of the thesis tables: num_objs (Explore), 4 (Combi), 1 (single)."""
     setting = setting_of(env_cfg)
     return 4 if setting == COMBI else 1 if setting == SINGLE else int(env_cfg["num_objs"])
+
+
+def share_cores(num_workers: int) -> int:
+    """Leave one core per env worker: torch in this process gets the rest (at least one thread).
+
+    Oversubscribed cores make batched CPU inference many times slower than one thread.
+    """
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) - num_workers)
+    torch.set_num_threads(threads)
+    log.info("policy inference on %d CPU thread(s), %d env worker(s)", threads, num_workers)
+    return threads
 
 
 def env_for_split(env_cfg: DictConfig, split: str) -> DictConfig:

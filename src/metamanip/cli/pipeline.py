@@ -42,12 +42,26 @@ def compose(config_name: str, overrides: Sequence[str] = (), output_dir: str | o
         return hydra_compose(config_name=config_name, overrides=[*overrides, *extra])
 
 
+#: The node each stage reads from its own primary config (conf/<stage>.yaml).
+STAGE_NODES = {"collect": "collect", "train": "data", "eval": "eval"}
+
+
+def primary_node(stage: str) -> DictConfig:
+    """The `STAGE_NODES[stage]` node as written in conf/<stage>.yaml (its defaults)."""
+    raw = OmegaConf.load(CONFIG_DIR / f"{stage}.yaml")
+    return raw.get(STAGE_NODES[stage]) or OmegaConf.create({})
+
+
 def stage_config(cfg: DictConfig, stage: str, out: Path) -> DictConfig:
-    """The config one stage's `run` gets: the pipeline's, with its own output dir and task name."""
+    """The config one stage's `run` gets: the pipeline's, with its own output dir and task name, and the
+    stage nodes completed from the primary configs (keys added there need no copy in pipeline.yaml)."""
     node = cfg.copy()
     with open_dict(node):
+        for s, name in STAGE_NODES.items():
+            node[name] = OmegaConf.merge(primary_node(s), node.get(name) or {})
         node.task_name = stage
         node.paths.output_dir = str(out / stage)
+        node.collect.dir = str(out / "collect" / "dataset")  # the whole pipeline lives in its job dir
         if stage == "train":
             node.data.dir = str(dataset_dir(out))
         if stage == "eval":
@@ -57,10 +71,8 @@ def stage_config(cfg: DictConfig, stage: str, out: Path) -> DictConfig:
 
 
 def dataset_dir(out: Path) -> Path:
-    """Where the collect stage leaves its shards (the collect job dir's dataset folder)."""
-    from metamanip.cli.collect import dataset_dir as collect_dataset_dir
-
-    return Path(collect_dataset_dir(out / "collect"))
+    """Where the collect stage leaves its shards."""
+    return out / "collect" / "dataset"
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
