@@ -214,3 +214,21 @@ def test_hydra_config_builds_the_env():
     obs, _ = env.reset(seed=0)
     assert obs["rgb_static"].shape == (16, 16, 3) and "rgb_gripper" not in obs
     env.close()
+
+
+def test_the_bulb_follows_the_switch_and_the_led_its_own_state(states_env, caplog):
+    lit = make_scene_obs(False, False, True, True)
+    obs, _ = states_env.reset(seed=0, options={"scene_obs": lit})
+    assert obs["scene_obs"][4] == 1.0 and obs["scene_obs"][5] == 1.0
+    wrong = lit.copy()
+    wrong[3] = 0.0  # bulb "on" with the switch off: the switch wins, with a warning
+    with caplog.at_level("WARNING"):
+        obs, _ = states_env.reset(seed=0, options={"scene_obs": wrong})
+    assert obs["scene_obs"][4] == 0.0 and obs["scene_obs"][5] == 1.0
+    assert "disagrees with the switch" in caplog.text
+
+
+def test_render_works_without_observation_cameras(states_env):
+    states_env.reset(seed=0)
+    img = states_env.render()
+    assert img.shape == (200, 200, 3) and img.dtype == np.uint8 and img.std() > 5
