@@ -144,3 +144,14 @@ def test_the_tiny_policy_learns_a_batch():
         loss.backward()
         opt.step()
     assert loss.item() < 0.7 * first
+
+
+def test_bf16_policy_trains_and_acts():
+    batch = fake_batch()
+    for decoder in ("lstm", "diffusion"):
+        policy = build_policy(tiny_config("tiny", decoder)).to(torch.bfloat16)
+        loss = policy(batch)["loss"]
+        assert loss.dtype == torch.bfloat16 and torch.isfinite(loss)
+        loss.backward()
+        actions = policy.eval().select_action(step_obs(batch, 0), batch["text"])
+        assert actions.dtype == np.float32 and np.isfinite(actions).all()

@@ -38,7 +38,13 @@ def build_language_model(
         raise ValueError("build_language_model needs a config (with model_type) or a pretrained name/path")
     if config is None:
         log.info("loading language model %s", pretrained)
-        return transformers.AutoModelForCausalLM.from_pretrained(pretrained, dtype=dtype)
+        try:
+            return transformers.AutoModelForCausalLM.from_pretrained(pretrained, dtype=dtype)
+        except OSError as exc:
+            raise OSError(
+                f"cannot load the language model '{pretrained}' ({exc}); without hub access point "
+                "backbone.lang_encoder.pretrained at a local directory"
+            ) from exc
     config = dict(config)
     if "model_type" not in config:
         raise ValueError(f"the language model config needs a model_type (e.g. gpt2, llama, mpt), got {sorted(config)}")
@@ -49,7 +55,7 @@ def build_language_model(
     if pretrained is not None:
         from metamanip.models.convert_openflamingo import convert_lm_state_dict, load_weight_files
 
-        state = convert_lm_state_dict(load_weight_files(Path(pretrained)), weights_format)
+        state = convert_lm_state_dict(load_weight_files(local_weights_dir(pretrained)), weights_format)
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the input embedding
         if missing or unexpected:
@@ -59,6 +65,22 @@ def build_language_model(
             )
         model.tie_weights()
     return model
+
+
+def local_weights_dir(pretrained: str) -> Path:
+    """`pretrained` itself when it exists locally, else a hub snapshot of its weight files."""
+    path = Path(pretrained).expanduser()
+    if path.exists():
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(pretrained, allow_patterns=["*.safetensors", "*.bin", "*.json"]))
+    except Exception as exc:  # offline, unknown repo, gated repo: all end here
+        raise OSError(
+            f"'{pretrained}' is not a local path and could not be fetched from the hub ({exc}); "
+            "download the weights and point backbone.lang_encoder.pretrained at the directory"
+        ) from exc
 
 
 def add_qk_layernorm(model: nn.Module) -> nn.Module:
@@ -93,7 +115,13 @@ def byte_tokenizer() -> transformers.PreTrainedTokenizerBase:
 
 def pretrained_tokenizer(path: str) -> transformers.PreTrainedTokenizerBase:
     """A tokenizer from a hub name or local path."""
-    return transformers.AutoTokenizer.from_pretrained(path)
+    try:
+        return transformers.AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise OSError(
+            f"cannot load the tokenizer '{path}' ({exc}); without hub access point backbone.tokenizer.path "
+            "at a local directory"
+        ) from exc
 
 
 def stand_in_tokenizer(vocab_size: int, has_pad: bool = False) -> transformers.PreTrainedTokenizerBase:

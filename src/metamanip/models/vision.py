@@ -35,7 +35,13 @@ def build_vision_encoder(
         if model_name is None:
             raise ValueError("pretrained vision weights need model_name (the open_clip architecture)")
         log.info("loading open_clip %s weights from %s", model_name, pretrained)
-        model = open_clip.create_model(model_name, pretrained=pretrained, cache_dir=cache_dir)
+        try:
+            model = open_clip.create_model(model_name, pretrained=pretrained, cache_dir=cache_dir)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise RuntimeError(
+                f"cannot load open_clip {model_name} weights '{pretrained}' ({exc}); without hub access point "
+                "backbone.vision_encoder.pretrained at a local checkpoint file, or set it to null for random init"
+            ) from exc
         return model.visual
     cfg: dict[str, Any] = {"embed_dim": 512, "vision_cfg": {}}
     if model_name is not None:

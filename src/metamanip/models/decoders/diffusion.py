@@ -61,7 +61,7 @@ class Denoiser(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, ACTION_DIMS))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        emb = self.time_mlp(timestep_embedding(t, self.width)) + self.cond(cond)
+        emb = self.time_mlp(timestep_embedding(t, self.width).to(cond.dtype)) + self.cond(cond)
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, emb)
