@@ -12,20 +12,39 @@ sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import make_buffer  # noqa: E402
 
 from metamanip.data.shards import (CorruptShardError, EpisodeReader, ShardWriter, WriteOptions,  # noqa: E402
-                                   decode_frames, encode_frames, list_episodes, merge_dataset,
-                                   open_shard, shard_path, trial_segments)
+                                   _ChunkCache, dedup_frames, list_episodes, merge_dataset, open_shard,
+                                   read_images, shard_path, trial_segments, write_images)
 
 
-def test_delta_codec_is_lossless_for_any_window():
+@pytest.mark.parametrize("codec,k", [("lzma", 1), ("lzma", 4), ("lzma", 16), ("gzip", 1)])
+def test_image_codec_is_lossless_for_any_window(codec, k):
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (37, 5, 4, 3), dtype=np.uint8)
-    for k in (1, 4, 16):
-        enc = encode_frames(frames, k)
-        with h5py.File("mem.h5", "w", driver="core", backing_store=False) as f:
-            ds = f.create_dataset("x", data=enc)
-            ds.attrs["delta_chunk"] = k
-            for s, e in [(0, 37), (3, 15), (15, 17), (36, 37), (16, 32)]:
-                np.testing.assert_array_equal(decode_frames(ds, s, e), frames[s:e])
+    frames[20:30] = frames[3:13]  # a repeated trial: stored once
+    with h5py.File("mem.h5", "w", driver="core", backing_store=False) as f:
+        write_images(f, "x", frames, WriteOptions(image_codec=codec, image_chunk=k, lzma_preset=1))
+        g = f["x"]
+        assert g.attrs["codec"] == codec
+        cache = _ChunkCache(2)
+        for s, e in [(0, 37), (3, 15), (15, 17), (36, 37), (16, 32), (20, 30), (5, 5)]:
+            np.testing.assert_array_equal(read_images(g, s, e, cache), frames[s:e])
+
+
+def test_dedup_keeps_first_appearance_order():
+    frames = np.array([[1], [2], [1], [3], [2]], np.uint8)
+    index, unique = dedup_frames(frames)
+    assert index.tolist() == [0, 1, 0, 2, 1] and unique[:, 0].tolist() == [1, 2, 3]
+
+
+def test_repeated_frames_cost_nothing(tmp_path):
+    rng = np.random.default_rng(1)
+    clip = rng.integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
+    sizes = {}
+    for name, frames in (("once", clip), ("thrice", np.concatenate([clip, clip, clip]))):
+        with h5py.File(tmp_path / f"{name}.h5", "w") as f:
+            write_images(f, "x", frames, WriteOptions())
+            sizes[name] = f["x/data"].size
+    assert sizes["thrice"] == sizes["once"]
 
 
 def test_round_trip_episode(tmp_path):

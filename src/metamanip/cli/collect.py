@@ -136,7 +136,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         mine = shard_slots(slots, shard, num_shards)
         log.info("collect: %d episodes planned, shard %d/%d takes %d, into %s", len(slots), shard, num_shards,
                  len(mine), root)
-        options = WriteOptions(image_chunk=int(c.image_chunk), compression_level=int(c.compression_level))
+        options = WriteOptions(image_codec=str(c.image_codec), image_chunk=int(c.image_chunk),
+                               lzma_preset=int(c.lzma_preset), compression_level=int(c.compression_level))
         collector = ShardCollector(env, agent, root, mine, shard, seed=int(cfg.seed),
                                    max_attempts=int(c.max_attempts), record_state=bool(c.record_state),
                                    write_options=options, progress=bool(c.progress))

@@ -33,7 +33,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with job(cfg) as out:
         r = cfg.render
         sim = OmegaConf.to_container(r.sim, resolve=True) if r.get("sim") else sim_config_of(root)
-        options = WriteOptions(image_chunk=int(r.image_chunk), compression_level=int(r.compression_level))
+        options = WriteOptions(image_codec=str(r.image_codec), image_chunk=int(r.image_chunk),
+                               lzma_preset=int(r.lzma_preset), compression_level=int(r.compression_level))
         counts = render_dataset(root, sim, workers=int(r.workers), options=options,
                                 skip_corrupt=bool(r.skip_corrupt), progress=bool(r.progress))
         card = write_card(root)

@@ -19,8 +19,8 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from metamanip.data.shards import (IMAGE_KEYS, EpisodeReader, WriteOptions, atomic_h5, encode_frames,
-                                   list_episodes, open_shard)
+from metamanip.data.shards import (IMAGE_KEYS, EpisodeReader, WriteOptions, atomic_h5, list_episodes,
+                                   open_shard, write_images)
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ def render_states(sim: Any, states: list[dict]) -> dict[str, np.ndarray]:
     return {k: np.stack(v) for k, v in frames.items()}
 
 
-def _render_episode(job: tuple[str, str, int, str, int, int]) -> str:
-    path, episode_id, num_steps, out, image_chunk, level = job
+def _render_episode(job: tuple[str, str, int, str, WriteOptions]) -> str:
+    path, episode_id, num_steps, out, options = job
     from metamanip.data.shards import EpisodeRef
 
     reader = EpisodeReader()
@@ -65,11 +65,7 @@ def _render_episode(job: tuple[str, str, int, str, int, int]) -> str:
     images = render_states(_worker_env, states)
     with atomic_h5(Path(out)) as f:
         for key, arr in images.items():
-            k = max(1, min(image_chunk, len(arr)))
-            ds = f.create_dataset(key, data=encode_frames(arr, k), chunks=(k,) + arr.shape[1:],
-                                  compression="gzip", compression_opts=level, fletcher32=True)
-            ds.attrs["codec"] = f"delta{k}+gzip"
-            ds.attrs["delta_chunk"] = k
+            write_images(f, key, arr, options)
     return episode_id
 
 
@@ -91,8 +87,7 @@ def render_dataset(root: str | os.PathLike, sim_cfg: Mapping[str, Any], workers:
     for r in refs:
         part = _part_path(root, r.path, r.episode_id)
         if not part.exists():
-            jobs.append((str(r.path), r.episode_id, r.num_steps, str(part), options.image_chunk,
-                         options.compression_level))
+            jobs.append((str(r.path), r.episode_id, r.num_steps, str(part), options))
     log.info("rendering %d episode(s) (%d already rendered) with %d worker(s)", len(jobs), len(refs) - len(jobs),
              workers)
     bar = tqdm(total=len(jobs), desc="render", unit="ep", disable=not progress)

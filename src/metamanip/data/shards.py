@@ -16,22 +16,34 @@ Every `.h5` file, finalised shard or episode part, has the same layout, so a rea
         robot_obs (T,15) f32, scene_obs (T,24) f32
         actions (T,7) f32 relative, actions_abs (T,7) f32
         trial (T,) i16, reward (T,) f32
-        text/strings (S,) str; text/<kind> (T,) i32 indices into strings, kinds in TEXT_KINDS
-        state/<path> (T,...)            flattened simulator state for re-rendering
+        text/index (T,K) i32           per step, for each of TEXT_KINDS, a row of the string table
+        text/strings (B,) u8            the episode's string table, UTF-8 JSON (HDF5 cannot compress
+                                        variable-length strings; a byte array compresses)
+        state (T,D) f64                 simulator state for re-rendering, every `get_state()` field
+                                        flattened into columns (layout in the `state_layout` attribute)
 
 Why HDF5 and not Zarr: one file per shard (an episode part or a finalised shard is a single file that
 `os.replace` publishes atomically; Zarr is a directory tree that cannot be swapped in one step), h5py is
 already a dependency, and HDF5's Fletcher-32 checksum filter lets a reader refuse a corrupted chunk.
 
-Images are stored with a lossless temporal-delta codec: in each chunk of `k` frames the first frame is
-stored as is and the others as the byte-wise difference to the previous frame (mod 256), then deflated.
-Rendered frames change only where the robot moves, so the differences are mostly zeros; every chunk decodes
-on its own, so a window reads at most two chunks. The codec is recorded in the dataset's `codec` attribute.
+Images are stored losslessly, deduplicated and compressed in chunks of frames (`<key>/` groups):
+
+    <key>/index (T,) i32      row of the episode's unique-frame table that step t shows
+    <key>/data, <key>/offsets  codec "lzma": the unique frames, `k` per xz blob (blob i is
+                               data[offsets[i]:offsets[i+1]], with the xz format's own CRC)
+    <key>/frames (U,H,W,3)     codec "gzip": the unique frames as a plain gzip+Fletcher-32 dataset
+
+Every trial restores the same initial state and the scripted oracle repeats the rewarding task with the
+same closed-loop motion, so many frames recur byte for byte (a third to three quarters of an Explore
+episode): they are stored once. LZMA over a chunk of consecutive frames finds the parts of the picture
+that only moved; it is several times smaller than per-frame deflate (benchmarks/collect_speed.py). The
+"gzip" codec trades size for files any HDF5 tool reads without our reader.
 """
 from __future__ import annotations
 
 import json
 import logging
+import lzma
 import os
 import re
 import shutil
@@ -77,31 +89,102 @@ def parts_dir(root: str | os.PathLike, shard_id: int) -> Path:
 # image codec
 
 
-def encode_frames(frames: np.ndarray, chunk: int) -> np.ndarray:
-    """Temporal-delta encode uint8 frames (T,...) in independent chunks of `chunk` frames."""
-    out = frames.copy()
-    if chunk <= 1 or len(frames) < 2:
-        return out
-    diff = np.diff(frames, axis=0)  # uint8 arithmetic wraps, which is what makes it lossless
-    out[1:] = diff
-    out[::chunk] = frames[::chunk]  # each chunk starts with a key frame
+IMAGE_CODECS = ("lzma", "gzip")
+
+
+def dedup_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index, unique): `unique[index[t]] == frames[t]`, unique frames in order of first appearance."""
+    seen: dict[bytes, int] = {}
+    index = np.empty(len(frames), np.int32)
+    rows: list[int] = []
+    for t, f in enumerate(frames):
+        key = f.tobytes()
+        row = seen.get(key)
+        if row is None:
+            row = seen[key] = len(rows)
+            rows.append(t)
+        index[t] = row
+    return index, frames[rows]
+
+
+def write_images(group: h5py.Group, key: str, frames: np.ndarray, options: "WriteOptions") -> None:
+    """Write uint8 frames (T,H,W,C) as a deduplicated, compressed image group `key`."""
+    if options.image_codec not in IMAGE_CODECS:
+        raise ValueError(f"image codec {options.image_codec!r}: use one of {IMAGE_CODECS}")
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    index, unique = dedup_frames(frames)
+    g = group.create_group(key)
+    g.attrs["codec"] = options.image_codec
+    g.attrs["frame_shape"] = unique.shape[1:]
+    g.create_dataset("index", data=index, chunks=(max(1, min(4096, len(index))),), compression="gzip",
+                     fletcher32=True)
+    if options.image_codec == "lzma":
+        k = max(1, int(options.image_chunk))
+        blobs = [lzma.compress(unique[i:i + k].tobytes(), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32,
+                               preset=int(options.lzma_preset)) for i in range(0, len(unique), k)]
+        g.attrs["frames_per_chunk"] = k
+        g.create_dataset("offsets", data=np.cumsum([0] + [len(b) for b in blobs], dtype=np.int64))
+        g.create_dataset("data", data=np.frombuffer(b"".join(blobs), np.uint8))
+    else:
+        g.create_dataset("frames", data=unique, chunks=(1,) + unique.shape[1:], compression="gzip",
+                         compression_opts=options.compression_level, fletcher32=True)
+
+
+class _ChunkCache:
+    """The few most recently decoded lzma chunks (windows of one episode share chunks)."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self.items: dict[tuple, np.ndarray] = {}
+
+    def get(self, key: tuple, make) -> np.ndarray:
+        arr = self.items.pop(key, None)
+        if arr is None:
+            arr = make()
+        self.items[key] = arr
+        while len(self.items) > self.size:
+            self.items.pop(next(iter(self.items)))
+        return arr
+
+
+def read_images(g: h5py.Group, start: int, stop: int, cache: _ChunkCache | None = None) -> np.ndarray:
+    """Frames [start, stop) of an image group written by `write_images`."""
+    idx = g["index"][start:stop]
+    shape = tuple(int(v) for v in g.attrs["frame_shape"])
+    codec = g.attrs["codec"]
+    if len(idx) == 0:
+        return np.zeros((0,) + shape, np.uint8)
+    if codec == "gzip":
+        rows, inverse = np.unique(idx, return_inverse=True)
+        return g["frames"][rows][inverse.reshape(-1)]
+    if codec != "lzma":
+        raise ValueError(f"unknown image codec {codec!r} in {g.name}; update metamanip")
+    k = int(g.attrs["frames_per_chunk"])
+    offsets = g["offsets"]
+    out = np.empty((len(idx),) + shape, np.uint8)
+    cache = cache or _ChunkCache(0)
+    for c in np.unique(idx // k):
+        def decode(c=int(c)) -> np.ndarray:
+            lo, hi = (int(v) for v in offsets[c:c + 2])
+            raw = lzma.decompress(g["data"][lo:hi].tobytes(), format=lzma.FORMAT_XZ)
+            return np.frombuffer(raw, np.uint8).reshape((-1,) + shape)
+        block = cache.get((g.file.filename, g.name, int(c)), decode)
+        sel = idx // k == c
+        out[sel] = block[idx[sel] - c * k]
     return out
 
 
-def decode_frames(ds: h5py.Dataset, start: int, stop: int) -> np.ndarray:
-    """Read frames [start, stop) of an image dataset written with `encode_frames`."""
-    k = int(ds.attrs.get("delta_chunk", 1))
-    if k <= 1:
-        return ds[start:stop]
-    lo = (start // k) * k
-    raw = ds[lo:stop]
-    n = len(raw)
-    pad = (-n) % k
-    if pad:
-        raw = np.concatenate([raw, np.zeros((pad,) + raw.shape[1:], raw.dtype)])
-    blocks = raw.reshape((-1, k) + raw.shape[1:])
-    dec = np.cumsum(blocks, axis=1, dtype=np.uint8).reshape(raw.shape)[:n]
-    return dec[start - lo:]
+def image_steps(g: h5py.Group) -> int:
+    return int(g["index"].shape[0])
+
+
+def verify_images(g: h5py.Group) -> None:
+    """Decode every chunk of an image group (raises on a checksum or format error)."""
+    if g.attrs["codec"] == "lzma":
+        offsets = g["offsets"][()]
+        data = g["data"]
+        for c in range(len(offsets) - 1):
+            lzma.decompress(data[offsets[c]:offsets[c + 1]].tobytes(), format=lzma.FORMAT_XZ)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -149,7 +232,7 @@ class EpisodeBuffer:
     arrays: dict[str, list[np.ndarray]] = field(default_factory=dict)
     texts: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in TEXT_KINDS})
     states: list[dict[str, np.ndarray]] = field(default_factory=list)
-    state_kinds: dict[str, str] = field(default_factory=dict)
+    state_layout: list[tuple[str, list[int], str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.arrays.get("actions", []))
@@ -175,9 +258,9 @@ class EpisodeBuffer:
             self.texts[kind].append(str(texts.get(kind, "")))
         if state is not None:
             flat = flatten_state(state)
-            if not self.state_kinds:
-                self.state_kinds = {k: ("scalar" if np.ndim(v) == 0 and not isinstance(
-                    _leaf(state, k), np.ndarray) else "array") for k, v in flat.items()}
+            if not self.state_layout:  # (name, shape, "scalar"|"array", dtype) of every field
+                self.state_layout = [(k, list(np.shape(v)), "scalar" if np.ndim(v) == 0 and not isinstance(
+                    _leaf(state, k), np.ndarray) else "array", np.asarray(v).dtype.str) for k, v in flat.items()]
             self.states.append(flat)
 
     def set_last_reward(self, reward: float) -> None:
@@ -186,8 +269,9 @@ class EpisodeBuffer:
     def stacked(self) -> dict[str, np.ndarray]:
         out = {k: np.stack(v) for k, v in self.arrays.items()}
         if self.states:
-            for name in self.states[0]:
-                out[f"state/{name}"] = np.stack([s[name] for s in self.states])
+            names = [f[0] for f in self.state_layout]
+            out["state"] = np.stack([np.concatenate([np.asarray(s[n], np.float64).reshape(-1) for n in names])
+                                     for s in self.states])
         return out
 
 
@@ -206,14 +290,16 @@ def _leaf(state: Mapping[str, Any], name: str) -> Any:
 class WriteOptions:
     """How episodes are compressed. Defaults chosen by benchmarks/collect_speed.py."""
 
-    image_chunk: int = 16          # frames per HDF5 chunk and per delta group
-    compression_level: int = 4     # gzip level
+    image_codec: str = "lzma"      # "lzma" (smallest) | "gzip" (plain HDF5, any tool reads it)
+    image_chunk: int = 16          # frames per lzma blob
+    lzma_preset: int = 6           # xz preset 0-9: higher is smaller and slower to write
+    compression_level: int = 4     # gzip level of everything else
     step_chunk: int = 256          # rows per chunk for small per-step arrays
 
 
 def write_episode_group(group: h5py.Group, arrays: Mapping[str, np.ndarray],
                         texts: Mapping[str, Sequence[str]], meta: Mapping[str, Any],
-                        options: WriteOptions, state_kinds: Mapping[str, str] | None = None) -> None:
+                        options: WriteOptions, state_layout: Sequence | None = None) -> None:
     """Write one episode (stacked per-step arrays, per-step texts, metadata) into `group`."""
     num_steps = len(arrays["actions"])
     for key, arr in arrays.items():
@@ -224,29 +310,30 @@ def write_episode_group(group: h5py.Group, arrays: Mapping[str, np.ndarray],
     gz = dict(compression="gzip", compression_opts=options.compression_level, fletcher32=True)
     for key, arr in arrays.items():
         if key in IMAGE_KEYS:
-            k = max(1, min(options.image_chunk, num_steps))
-            ds = group.create_dataset(key, data=encode_frames(arr, k), chunks=(k,) + arr.shape[1:], **gz)
-            ds.attrs["codec"] = f"delta{k}+gzip"
-            ds.attrs["delta_chunk"] = k
+            write_images(group, key, arr, options)
         else:
             chunks = (max(1, min(options.step_chunk, num_steps)),) + arr.shape[1:]
             if arr.ndim == 0 or arr.size == 0:
                 group.create_dataset(key, data=arr)
             else:
                 group.create_dataset(key, data=arr, chunks=chunks, shuffle=arr.dtype.itemsize > 1, **gz)
-    if state_kinds:
-        group.attrs["state_kinds"] = json.dumps(dict(state_kinds), sort_keys=True)
-    # texts: per-episode string table + per-step indices (vlen strings cannot be compressed by HDF5)
+    if state_layout:
+        group.attrs["state_layout"] = json.dumps([list(f) for f in state_layout])
+    # texts: per-episode string table + per-step indices
     table: dict[str, int] = {}
     tg = group.create_group("text")
-    for kind in TEXT_KINDS:
+    index = np.zeros((num_steps, len(TEXT_KINDS)), np.int32)
+    for j, kind in enumerate(TEXT_KINDS):
         values = texts.get(kind, [""] * num_steps)
         if len(values) != num_steps:
             raise ValueError(f"text {kind!r} has {len(values)} steps, actions have {num_steps}")
-        idx = np.fromiter((table.setdefault(v, len(table)) for v in values), np.int32, num_steps)
-        tg.create_dataset(kind, data=idx, chunks=(max(1, min(options.step_chunk, num_steps)),), **gz)
-    strings = sorted(table, key=table.__getitem__)
-    tg.create_dataset("strings", data=np.array(strings, dtype=h5py.string_dtype()))
+        index[:, j] = np.fromiter((table.setdefault(v, len(table)) for v in values), np.int32, num_steps)
+    tg.attrs["kinds"] = list(TEXT_KINDS)
+    tg.create_dataset("index", data=index, chunks=(max(1, min(options.step_chunk, num_steps)), len(TEXT_KINDS)),
+                      shuffle=True, **gz)
+    blob = json.dumps(sorted(table, key=table.__getitem__)).encode()
+    tg.create_dataset("strings", data=np.frombuffer(blob, np.uint8), chunks=(max(1, min(len(blob), 1 << 16)),),
+                      **gz)
 
 
 def _json_default(o: Any) -> Any:
@@ -284,7 +371,8 @@ class _AtomicH5:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         os.close(fd)
         self.tmp = Path(tmp)
-        self.file = h5py.File(self.tmp, "w")
+        # HDF5 >= 1.10 structures: a small dataset costs ~0.4 kB of metadata instead of ~3 kB
+        self.file = h5py.File(self.tmp, "w", libver=("v110", "latest"))
         return self.file
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -359,7 +447,7 @@ class ShardWriter:
         with atomic_h5(path) as f:
             _init_file(f, self.shard_id)
             g = f["episodes"].create_group(episode_id)
-            write_episode_group(g, arrays, buffer.texts, meta, self.options, buffer.state_kinds)
+            write_episode_group(g, arrays, buffer.texts, meta, self.options, buffer.state_layout)
         return path
 
     def finalise(self) -> Path:
@@ -445,21 +533,28 @@ def open_shard(path: str | os.PathLike, verify: bool = False) -> ShardInfo:
             episodes = []
             for eid, g in f["episodes"].items():
                 n = int(g.attrs["num_steps"])
-                for key in STEP_KEYS + ("text/strings",) + tuple(f"text/{k}" for k in TEXT_KINDS):
+                for key in STEP_KEYS + ("text/strings", "text/index"):
                     if key not in g:
                         raise CorruptShardError(path, f"episode {eid} lacks {key!r}")
-                for key in STEP_KEYS + IMAGE_KEYS + tuple(f"text/{k}" for k in TEXT_KINDS):
-                    if key in g and g[key].shape[0] != n:
+                for key in STEP_KEYS + ("text/index",):
+                    if g[key].shape[0] != n:
                         raise CorruptShardError(path, f"episode {eid}: {key} has {g[key].shape[0]} "
+                                                      f"steps, expected {n}")
+                for key in IMAGE_KEYS:
+                    if key in g and image_steps(g[key]) != n:
+                        raise CorruptShardError(path, f"episode {eid}: {key} has {image_steps(g[key])} "
                                                       f"steps, expected {n}")
                 if verify:
                     g.visititems(_read_all)
+                    for key in IMAGE_KEYS:
+                        if key in g:
+                            verify_images(g[key])
                 episodes.append(EpisodeRef(path, eid, n, json.loads(g.attrs["meta"]),
                                            all(k in g for k in IMAGE_KEYS)))
             shard_id = int(f.attrs.get("shard_id", -1))
     except CorruptShardError:
         raise
-    except (OSError, KeyError, ValueError, TypeError) as e:
+    except (OSError, KeyError, ValueError, TypeError, lzma.LZMAError) as e:
         raise CorruptShardError(path, f"{type(e).__name__}: {e}") from e
     return ShardInfo(path, shard_id, episodes)
 
@@ -526,10 +621,13 @@ class EpisodeReader:
     def __init__(self) -> None:
         self._files: dict[Path, h5py.File] = {}
         self._pid = os.getpid()
+        self._cache = _ChunkCache()
+        self._strings: dict[tuple[Path, str], list[str]] = {}
 
     def file(self, path: Path) -> h5py.File:
         if os.getpid() != self._pid:  # forked into a DataLoader worker: never share handles
             self._files = {}
+            self._cache = _ChunkCache()
             self._pid = os.getpid()
         f = self._files.get(path)
         if f is None:
@@ -548,37 +646,38 @@ class EpisodeReader:
                 if key not in g:
                     raise KeyError(f"episode {ref.episode_id} in {ref.path} has no {key}: it was "
                                    f"collected states-only; run `metamanip-render` on the dataset first")
-                return decode_frames(g[key], start, stop)
+                return read_images(g[key], start, stop, self._cache)
             return g[key][start:stop]
-        except OSError as e:
+        except (OSError, lzma.LZMAError) as e:
             raise CorruptShardError(ref.path, f"episode {ref.episode_id} {key}: {e}") from e
 
     def texts(self, ref: EpisodeRef, kind: str, start: int = 0, stop: int | None = None) -> list[str]:
         if kind not in TEXT_KINDS:
             raise ValueError(f"unknown text kind {kind!r}; choose one of {TEXT_KINDS}")
         g = self.file(ref.path)[ref.group]["text"]
-        strings = g["strings"].asstr()[()]
-        idx = g[kind][start:(ref.num_steps if stop is None else stop)]
+        strings = self._strings.get((ref.path, ref.episode_id))
+        if strings is None:
+            strings = self._strings[(ref.path, ref.episode_id)] = json.loads(g["strings"][()].tobytes())
+        idx = g["index"][start:(ref.num_steps if stop is None else stop), TEXT_KINDS.index(kind)]
         return [strings[i] for i in idx]
-
-    def state_names(self, ref: EpisodeRef) -> list[str]:
-        g = self.file(ref.path)[ref.group]
-        if "state" not in g:
-            return []
-        names: list[str] = []
-        g["state"].visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-        return names
 
     def states(self, ref: EpisodeRef) -> Iterator[dict]:
         """The simulator state of every step, as `get_state()` returned it."""
         g = self.file(ref.path)[ref.group]
         if "state" not in g:
-            raise KeyError(f"episode {ref.episode_id} in {ref.path} stored no simulator state")
-        names = self.state_names(ref)
-        data = {n: g["state"][n][()] for n in names}
-        kinds = json.loads(g.attrs.get("state_kinds", "{}"))
+            raise KeyError(f"episode {ref.episode_id} in {ref.path} stored no simulator state "
+                           f"(collected with collect.record_state=false)")
+        data = g["state"][()]
+        layout = json.loads(g.attrs["state_layout"])
+        kinds = {name: kind for name, _shape, kind, _dt in layout}
+        cols, col = [], 0
+        for name, shape, _kind, dtype in layout:
+            n = int(np.prod(shape)) if shape else 1
+            cols.append((name, shape, np.dtype(dtype), col, col + n))
+            col += n
         for t in range(ref.num_steps):
-            yield unflatten_state({n: data[n][t] for n in names}, kinds)
+            row = data[t]
+            yield unflatten_state({name: row[a:b].astype(dt).reshape(shape) for name, shape, dt, a, b in cols}, kinds)
 
     def episode(self, ref: EpisodeRef, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         keys = list(keys) if keys is not None else list(STEP_KEYS) + [
@@ -592,9 +691,11 @@ class EpisodeReader:
             except Exception:  # pragma: no cover
                 pass
         self._files = {}
+        self._cache = _ChunkCache()
+        self._strings = {}
 
     def __getstate__(self) -> dict:  # picklable for DataLoader workers: handles are reopened lazily
-        return {"_files": {}, "_pid": -1}
+        return {"_files": {}, "_pid": -1, "_cache": _ChunkCache(), "_strings": {}}
 
 
 def trial_segments(trial: np.ndarray) -> list[tuple[int, int, int]]:
