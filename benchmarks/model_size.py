@@ -37,11 +37,13 @@ def count(module: torch.nn.Module, trainable: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
 
 
-def meta_sizes() -> dict:
-    cfg = _config("flamingo_mpt_3b", "lstm", "default")
+def meta_sizes(backbone: str = "flamingo_mpt_3b", vocab_size: int = 50277) -> dict:
+    """Parameter counts of a real preset + the lstm decoder, built on the meta device."""
+    cfg = _config(backbone, "lstm", "default")
     cfg.backbone.vision_encoder.pretrained = None
     cfg.backbone.lang_encoder.pretrained = None
-    cfg.backbone.tokenizer = {"_target_": "metamanip.models.language_model.stand_in_tokenizer", "vocab_size": 50277}
+    cfg.backbone.tokenizer = {"_target_": "metamanip.models.language_model.stand_in_tokenizer",
+                              "vocab_size": vocab_size}
     with torch.device("meta"):
         policy = build_policy(cfg)
     bb = policy.backbone
@@ -102,6 +104,11 @@ def main() -> None:
         ref_s, ratio_s = (f"{ref / 1e6:.1f} M", f"{n / ref:.3f}") if ref else ("", "")
         print(f"{name:<16}{n / 1e6:>10.1f} M{ref_s:>14}{ratio_s:>8}")
 
+    larger = {name: meta_sizes(name, vocab) for name, vocab in (("flamingo_mpt_9b", 50277),
+                                                                  ("flamingo_llama_9b", 32000))}
+    for name, sz in larger.items():
+        print(f"{name} + lstm: {sz['total'] / 1e9:.3f} B parameters, {sz['trainable'] / 1e9:.3f} B trainable")
+
     speeds = {}
     for decoder in ("lstm", "fc", "gpt", "diffusion", "discrete"):
         speeds[decoder] = train_speed(decoder, args.steps, args.batch_size)
@@ -114,6 +121,8 @@ def main() -> None:
         "trainable_fraction": round(sizes["trainable"] / sizes["total"], 4),
         "params_by_component": sizes["parts"],
         "vs_robo_flamingo": {k: round(sizes["parts"][k] / v, 4) for k, v in ROBO_FLAMINGO_3B.items()},
+        "larger_presets": {k: {"total_params": v["total"], "trainable_params": v["trainable"]}
+                           for k, v in larger.items()},
         "cpu_train_samples_per_s": round(speeds["lstm"], 2),
         "cpu_train_samples_per_s_by_decoder": {k: round(v, 2) for k, v in speeds.items()},
         "threads": args.threads,

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 DECODERS = ("lstm", "fc", "gpt", "diffusion", "discrete")
-BACKBONES = ("tiny", "flamingo_mpt_3b", "flamingo_llama_9b")
+BACKBONES = ("tiny", "flamingo_mpt_3b", "flamingo_mpt_9b", "flamingo_llama_9b")
 
 # LM fields that shrink each real preset's language model to test size (same model_type, same code paths)
 _SHRINK_LM = {

@@ -18,8 +18,8 @@ ACTION_DIMS = 7
 
 
 def default_hidden(in_features: int, hidden_size: int | None) -> int:
-    """RoboFlamingo's head width relative to the LM: 1024 for a 2048-wide MPT-1B, i.e. d/2."""
-    return hidden_size if hidden_size is not None else max(in_features // 2, 8)
+    """Head width: RoboFlamingo's 1024 for its 2048- and 4096-wide LMs, LM width / 2 for smaller LMs."""
+    return hidden_size if hidden_size is not None else min(max(in_features // 2, 8), 1024)
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, final: nn.Module | None = None) -> nn.Sequential:
