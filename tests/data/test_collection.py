@@ -84,3 +84,16 @@ def test_dataset_dir_pointer(tmp_path):
     assert dataset_dir(tmp_path) == tmp_path / "dataset"
     (tmp_path / "dataset_dir.txt").write_text("/somewhere/else\n")
     assert str(dataset_dir(tmp_path)) == "/somewhere/else"
+
+
+def test_shard_from_slurm_array_index(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from metamanip.cli.collect import resolve_shard
+
+    cfg = OmegaConf.create({"collect": {"shard": None}})
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    assert resolve_shard(cfg) == 0
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert resolve_shard(cfg) == 3
+    assert resolve_shard(OmegaConf.create({"collect": {"shard": 1}})) == 1

@@ -75,7 +75,8 @@ def export_calvin(root: str | os.PathLike, out_dir: str | os.PathLike, split: st
         lens.append(ref.num_steps)
         for _trial, s, e in trial_segments(ep["trial"]):
             ann.append(texts["train_feedback"][s])
-            tasks.append(str(ref.meta.get("meta_task", "")))
+            task = ref.meta.get("meta_task", "")
+            tasks.append("+".join(task) if isinstance(task, (list, tuple)) else str(task))
             indx.append((start + s, start + e - 1))
     _atomic_save_npy(out / "ep_start_end_ids.npy", np.array(start_end, dtype=np.int64))
     _atomic_save_npy(out / "ep_lens.npy", np.array(lens, dtype=np.int64))
