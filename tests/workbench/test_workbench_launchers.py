@@ -144,19 +144,42 @@ def test_slurm_key_under_local_launcher_fails_the_cli(standin_conf, tmp_path):
     assert not (tmp_path / "ran").exists()
 
 
-def test_local_launcher_runs_batches_of_max_parallel():
-    launcher = LocalLauncher(max_parallel=2, submitit_folder="x/%j", timeout_min=1, cpus_per_task=1,
+def test_local_launcher_starts_next_job_when_one_ends(tmp_path):
+    """max_parallel=2 over 5 jobs: never more than 2 running, a new one starts as soon as any ends, the
+    returns come back in job order."""
+    launcher = LocalLauncher(max_parallel=2, submitit_folder=str(tmp_path / "%j"), timeout_min=1, cpus_per_task=1,
                              gpus_per_node=0, tasks_per_node=1, mem_gb=1, nodes=1, name="t",
                              stderr_to_stdout=False, max_num_timeout=3)
-    calls = []
+    launcher.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
+    submitted, running_at_submit = [], []
 
-    def fake_launch(self, overrides, initial_job_idx):
-        calls.append((len(overrides), initial_job_idx))
-        return [f"r{initial_job_idx + i}" for i in range(len(overrides))]
+    class FakeJob:
+        def __init__(self, num):
+            self.num, self.polls = num, 0
 
-    with mock.patch.object(LocalLauncher.__mro__[1], "launch", fake_launch):  # submitit's LocalLauncher
+        def done(self):  # job n finishes after n + 1 polls: later jobs run longer
+            self.polls += 1
+            return self.polls > self.num + 1
+
+        def results(self):
+            return [f"r{self.num}"]
+
+    class FakeExecutor:
+        def __init__(self, cluster, folder, **kwargs):
+            assert cluster == "local" and kwargs == {"local_max_num_timeout": 3}
+
+        def update_parameters(self, **params):
+            assert "max_parallel" not in params and "partition" not in params
+
+        def submit(self, fn, overrides, key, num, job_id, state):
+            running_at_submit.append(sum(not j.done() for j in submitted))
+            submitted.append(FakeJob(num))
+            return submitted[-1]
+
+    with mock.patch("submitit.AutoExecutor", FakeExecutor), mock.patch("time.sleep"):
         out = launcher.launch([[f"seed={i}"] for i in range(5)], initial_job_idx=10)
-    assert calls == [(2, 10), (2, 12), (1, 14)]
+    assert [j.num for j in submitted] == [10, 11, 12, 13, 14]
+    assert max(running_at_submit) <= 1  # the 3rd job waits until one of the first two is done
     assert out == ["r10", "r11", "r12", "r13", "r14"]
     with pytest.raises(ValueError, match="max_parallel"):
         LocalLauncher(max_parallel=0)

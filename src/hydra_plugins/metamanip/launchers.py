@@ -2,7 +2,8 @@
 
 It is the plugin's own `LocalLauncher` with two additions that a workstation needs:
 - `max_parallel` caps how many jobs run at once (submitit's local executor otherwise starts a whole
-  sweep at the same time, which a laptop or a 2-core CI machine cannot take);
+  sweep at the same time, which a laptop or a 2-core CI machine cannot take); the next job starts as
+  soon as one ends, not batch after batch;
 - a SLURM-only key (`partition`, `account`, `gres`, `setup`, ...) set while this launcher is selected
   is refused with a message naming the launcher presets it belongs to, instead of being dropped or
   failing deep inside submitit.
@@ -10,11 +11,14 @@ It is the plugin's own `LocalLauncher` with two additions that a workstation nee
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.utils import JobReturn
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher as _SubmititLocalLauncher
 
@@ -75,11 +79,30 @@ class LocalLauncher(_SubmititLocalLauncher):
         super().__init__(**params)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        cap = self.max_parallel or len(job_overrides)
-        if cap >= len(job_overrides):
+        if self.max_parallel is None or self.max_parallel >= len(job_overrides):
             return super().launch(job_overrides, initial_job_idx)
-        log.info("running %d local jobs, at most %d at a time", len(job_overrides), cap)
-        returns: list[JobReturn] = []
-        for start in range(0, len(job_overrides), cap):
-            returns.extend(super().launch(job_overrides[start:start + cap], initial_job_idx + start))
-        return returns
+        return self._launch_rolling(job_overrides, initial_job_idx, self.max_parallel)
+
+    def _launch_rolling(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
+                        cap: int) -> Sequence[JobReturn]:
+        """Submit the jobs one by one, starting the next as soon as one of the `cap` running ends."""
+        import submitit
+
+        assert self.config is not None
+        params = dict(self.params)
+        folder = params.pop("submitit_folder")
+        max_num_timeout = params.pop("max_num_timeout", 3)
+        executor = submitit.AutoExecutor(cluster="local", folder=folder, local_max_num_timeout=max_num_timeout)
+        executor.update_parameters(**params)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info("Submitit 'local' sweep output dir : %s (%d jobs, at most %d at a time)",
+                 self.config.hydra.sweep.dir, len(job_overrides), cap)
+        jobs: list[Any] = []
+        for i, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + i
+            while sum(not j.done() for j in jobs) >= cap:
+                time.sleep(0.1)
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            jobs.append(executor.submit(self, list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}",
+                                        Singleton.get_state()))
+        return [j.results()[0] for j in jobs]
