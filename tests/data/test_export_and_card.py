@@ -64,3 +64,11 @@ def test_card_counts_and_success_rate(dataset):
     md = (dataset / "card.md").read_text()
     assert "50.0% (2/4 attempts)" in md and "| open_drawer | 0 | 1 | 1 |" in md
     assert card_markdown(build_card(dataset)).startswith("# Dataset card")
+
+
+def test_export_command_line(dataset, tmp_path, capsys):
+    from metamanip.data.calvin_export import main
+
+    main([str(dataset), str(tmp_path / "out"), "--split", "validation"])
+    assert "27 frames of 2 episodes" in capsys.readouterr().out
+    assert (tmp_path / "out" / "validation" / "episode_0000026.npz").exists()

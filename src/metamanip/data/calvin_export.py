@@ -92,3 +92,22 @@ def load_calvin_frame(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read one exported frame back (plain arrays, strings as str)."""
     with np.load(path) as z:
         return {k: (z[k].item() if z[k].dtype.kind == "U" else z[k]) for k in z.files}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m metamanip.data.calvin_export <dataset> <out> [--split training]`."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Export a metamanip dataset to CALVIN's per-step npz layout")
+    ap.add_argument("dataset", help="dataset directory (collect.dir) or one shard file")
+    ap.add_argument("out", help="output directory; the frames go to <out>/<split>/")
+    ap.add_argument("--split", default="training", help="CALVIN split folder name (training | validation)")
+    ap.add_argument("--skip-corrupt", action="store_true", help="skip unreadable shards instead of failing")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    res = export_calvin(args.dataset, args.out, split=args.split, skip_corrupt=args.skip_corrupt)
+    print(f"{res['frames']} frames of {res['episodes']} episodes, {res['bytes']:,} bytes in {args.out}/{args.split}")
+
+
+if __name__ == "__main__":
+    main()
