@@ -82,6 +82,8 @@ def test_bad_eval_choices_are_refused(tmp_path):
                      ("eval.feedback=chat", "eval.feedback")):
         with pytest.raises(ValueError, match=why):
             eval_cli.run(compose("eval", [*SMALL, bad], tmp_path / bad.replace("=", "_")))
+    with pytest.raises(ValueError, match="needs a camera"):
+        eval_cli.run(compose("eval", [*SMALL, *NO_CAMERAS, "eval.agent=oracle", "eval.videos=1"], tmp_path / "v"))
 
 
 def test_protocol_from_config_follows_the_split():

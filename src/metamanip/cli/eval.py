@@ -178,6 +178,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     with job(cfg) as out:
         payload = check_checkpoint(cfg.get("ckpt"), cfg) if e.agent == "policy" else None  # before any env
         ckpt_cfg = payload["config"] if payload else None
+        if int(e.videos) > 0 and not camera_sizes(OmegaConf.to_container(cfg.env, resolve=True).get("sim")):
+            raise ValueError(f"eval.videos={e.videos} needs a camera, but env.sim.cameras has none on; turn "
+                             "env.sim.cameras.static on or set eval.videos=0")
         specs = protocol_specs(cfg)
         if payload is not None:
             from metamanip.models.checkpoint import load_policy
