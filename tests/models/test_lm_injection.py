@@ -93,3 +93,23 @@ def test_decoder_layers_are_found_per_family_and_bad_settings_are_named():
     inject_cross_attention(lm, dim_visual=8, cross_attn_every_n_layers=4, dim_head=4, heads=2)
     with pytest.raises(ValueError, match="inject only once"):
         inject_cross_attention(lm, dim_visual=8)
+
+
+def test_a_deep_copy_runs_its_own_blocks():
+    import copy
+
+    lm = _lm("gpt2")
+    inject_cross_attention(lm, dim_visual=16, cross_attn_every_n_layers=2, dim_head=8, heads=2)
+    twin = copy.deepcopy(lm)
+    for b in twin.gated_cross_attn_layers:
+        if b is not None:
+            b.attn_gate.data.fill_(1.0)
+    ids, media = _ids(), torch.randn(2, 1, 3, 16)
+    with torch.no_grad():
+        ref = lm(input_ids=ids).logits
+        with condition(lm, media, ids == MEDIA):
+            closed = lm(input_ids=ids).logits
+        with condition(twin, media, ids == MEDIA):
+            opened = twin(input_ids=ids).logits
+    torch.testing.assert_close(closed, ref, rtol=0, atol=1e-6)  # the original's gates are still closed
+    assert (opened - ref).abs().amax() > 1e-3                    # the copy uses its own (open) blocks

@@ -48,6 +48,11 @@ def test_forward_backward_and_select_action_matches_the_window_forward(backbone,
     policy.seed(7)
     window = policy.predict_window(batch).numpy()
     np.testing.assert_allclose(actions, window, atol=1e-5)
+    if decoder in ("lstm", "fc", "gpt"):  # the training forward's own per-step outputs, last step
+        with torch.no_grad():
+            arm, grip_logit = policy.decoder(policy.window_features(batch))
+        np.testing.assert_allclose(actions[:, :6], arm[:, -1].numpy(), atol=1e-5)
+        np.testing.assert_array_equal(actions[:, 6], np.where(grip_logit[:, -1, 0].numpy() > 0, 1.0, -1.0))
 
 
 @pytest.mark.parametrize("fusion_mode,use_gripper", [("pre", True), ("post", False)])

@@ -87,20 +87,28 @@ def inject_cross_attention(
     lm._flamingo_conditioning = state  # plain attribute, not a module
 
     for layer, block in zip(layers, lm.gated_cross_attn_layers):
-        if block is None:
-            continue
-
-        def hook(module, args, kwargs, block=block):
-            if state.vis_x is None:
-                return None
-            if args:
-                hidden = block(args[0], state.vis_x, state.media_locations)
-                return (hidden, *args[1:]), kwargs
-            hidden = block(kwargs["hidden_states"], state.vis_x, state.media_locations)
-            return args, {**kwargs, "hidden_states": hidden}
-
-        layer.register_forward_pre_hook(hook, with_kwargs=True)
+        if block is not None:
+            layer.register_forward_pre_hook(_CrossAttentionHook(block, state), with_kwargs=True)
     return lm
+
+
+class _CrossAttentionHook:
+    """Runs one gated block on a decoder layer's input. A class, not a closure, so that deepcopy and
+    pickling of the LM carry the hook over to the copied block and conditioning state."""
+
+    def __init__(self, block: GatedCrossAttentionBlock, state: _Conditioning) -> None:
+        self.block = block
+        self.state = state
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        state = self.state
+        if state.vis_x is None:
+            return None
+        if args:
+            hidden = self.block(args[0], state.vis_x, state.media_locations)
+            return (hidden, *args[1:]), kwargs
+        hidden = self.block(kwargs["hidden_states"], state.vis_x, state.media_locations)
+        return args, {**kwargs, "hidden_states": hidden}
 
 
 @contextlib.contextmanager
