@@ -152,3 +152,17 @@ def test_not_a_shard_refused(tmp_path):
 def test_missing_directory_has_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="metamanip-collect"):
         list_episodes(tmp_path / "nope")
+
+
+def test_finalise_interrupted_after_rename_is_completed(tmp_path):
+    w = ShardWriter(tmp_path, 0)
+    w.write_episode("s0-e0", make_buffer(seed=0), {})
+    w.finalise()
+    # a crash between the rename and the removal of the parts leaves both: finishing it again is safe
+    w.parts.mkdir()
+    ShardWriter(tmp_path / "other", 0).write_episode("s0-e1", make_buffer(seed=1), {})
+    (tmp_path / "other" / "shard-00000.parts" / "ep-s0-e1.h5").rename(w.parts / "ep-s0-e1.h5")
+    assert [r.episode_id for r in list_episodes(tmp_path)] == ["s0-e0", "s0-e1"]
+    w.finalise()
+    assert not w.parts.exists()
+    assert [r.episode_id for r in open_shard(w.final).episodes] == ["s0-e0", "s0-e1"]

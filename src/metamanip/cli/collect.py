@@ -143,11 +143,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                    write_options=options, progress=bool(c.progress))
         if collector.writer.finalised:
             log.info("shard %d is already finalised in %s", shard, root)
-            prog = collector._load_progress()
+            prog = collector.load_progress()
         else:
             prog = collector.run()
-            if c.finalise:
-                collector.writer.finalise()
+        if c.finalise:
+            collector.writer.finalise()  # also finishes a finalise that a crash interrupted
         env.close()
         card = write_card(root, config)
         metrics = {"episodes": card["episodes"], "shard_episodes": prog["passed"],

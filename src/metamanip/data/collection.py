@@ -189,7 +189,8 @@ class ShardCollector:
         self.on_episode = on_episode
         self.progress_path = self.root / f"shard-{self.shard:05d}.progress.json"
 
-    def _load_progress(self) -> dict[str, Any]:
+    def load_progress(self) -> dict[str, Any]:
+        """This shard's figures so far (attempts, passes, failure reasons), from its progress file."""
         import json
 
         if self.progress_path.exists():
@@ -200,7 +201,7 @@ class ShardCollector:
     def run(self) -> dict[str, Any]:
         """Collect every slot not yet saved; returns this shard's progress figures."""
         done = {ref.episode_id for ref in self.writer.existing_episodes()}
-        prog = self._load_progress()
+        prog = self.load_progress()
         prog["passed"] = len(done & {s.episode_id for s in self.slots})
         todo = [s for s in self.slots if s.episode_id not in done and s.episode_id not in prog["given_up"]]
         if len(todo) < len(self.slots):

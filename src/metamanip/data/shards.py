@@ -453,7 +453,7 @@ class ShardWriter:
     def finalise(self) -> Path:
         """Gather all part files into the shard file (atomic), then delete the parts."""
         if self.finalised and not self.parts.exists():
-            return self.final
+            return self.final  # nothing to gather (a finalise killed after its rename left parts: redo)
         sources = [self.final] if self.final.exists() else []
         if self.parts.is_dir():
             sources += sorted(p for p in self.parts.iterdir() if PART_RE.match(p.name))
