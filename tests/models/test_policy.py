@@ -160,3 +160,18 @@ def test_bf16_policy_trains_and_acts():
         loss.backward()
         actions = policy.eval().select_action(step_obs(batch, 0), batch["text"])
         assert actions.dtype == np.float32 and np.isfinite(actions).all()
+
+
+def test_freeze_switches_change_what_learns():
+    cfg = tiny_config("flamingo_mpt_3b", "fc")
+    cfg["backbone"].update(freeze_vision=False, train_embeddings=False)
+    policy = build_policy(cfg)
+    bb = policy.backbone
+    assert all(p.requires_grad for p in bb.vision_encoder.parameters())
+    assert not bb.lang_encoder.get_input_embeddings().weight.requires_grad
+    for b in bb.lang_encoder.gated_cross_attn_layers:
+        b.attn_gate.data.fill_(0.5)
+    policy.train()(fake_batch())["loss"].backward()
+    assert bb.vision_encoder.conv1.weight.grad is not None and bb.vision_encoder.conv1.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="policy.fusion_mode must be one of"):
+        build_policy(tiny_config("tiny", "fc", fusion_mode="two_way"))

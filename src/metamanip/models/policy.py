@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from metamanip.models.backbone import FlamingoBackbone
+from metamanip.models.backbone import FUSION_MODES, FlamingoBackbone
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,8 @@ def build_policy(cfg: Mapping[str, Any] | DictConfig) -> FlamingoPolicy:
     backbone_kwargs = {k: pol.pop(k) for k in ("use_gripper", "fusion_mode") if k in pol}
     if pol:
         raise ValueError(f"unknown policy options {sorted(pol)}; known: window_size, use_gripper, fusion_mode")
+    if backbone_kwargs.get("fusion_mode", "post") not in FUSION_MODES:
+        raise ValueError(f"policy.fusion_mode must be one of {FUSION_MODES}, got '{backbone_kwargs['fusion_mode']}'")
     backbone = instantiate(OmegaConf.create(config["backbone"]), **backbone_kwargs, _convert_="all")
     decoder = instantiate(
         OmegaConf.create(config["decoder"]),
