@@ -74,3 +74,12 @@ def test_missing_dataset_names_the_fix(tmp_path):
     cfg = compose_train(tmp_path, f"data.dir={tmp_path}/nothing")
     with pytest.raises(FileNotFoundError, match="metamanip-collect"):
         run(cfg)
+
+
+def test_run_config_records_the_dataset_camera_sizes(tmp_path, dataset):
+    cfg = compose_train(tmp_path, f"data.dir={dataset}", "trainer.max_steps=1", "data.val_episodes=0",
+                        "env.sim.cameras.static.height=200", "env.sim.cameras.static.width=200")
+    run(cfg)
+    cams = load_checkpoint(tmp_path / "run/checkpoints/last.pt")["config"]["env"]["sim"]["cameras"]
+    assert (cams["static"]["height"], cams["static"]["width"]) == (32, 32)
+    assert (cams["gripper"]["height"], cams["gripper"]["width"]) == (16, 16)

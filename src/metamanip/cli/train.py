@@ -18,7 +18,7 @@ from typing import Any
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from metamanip.cli.jobstate import job, objective, write_metrics
 from metamanip.training import distributed
@@ -131,6 +131,29 @@ def check_item(item: dict[str, Any], cameras: tuple[str, ...], window: int, root
                                    f"policy.window_size={window}")
 
 
+def record_camera_sizes(cfg: DictConfig, item: dict[str, Any]) -> None:
+    """Make `env.sim.cameras` of the run config say the image sizes the policy really trains on (the
+    dataset's), since evaluation checks the env's cameras against them."""
+    sim = cfg.get("env", {}).get("sim") if "env" in cfg else None
+    if sim is None:
+        return
+    for cam in ("static", "gripper"):
+        key = f"rgb_{cam}"
+        if key not in item:
+            continue
+        h, w = (int(x) for x in item[key].shape[-2:])
+        node = (sim.get("cameras") or {}).get(cam)
+        if node is None:
+            continue
+        if (int(node.get("height", h)), int(node.get("width", w))) != (h, w):
+            log.warning("the dataset's %s images are %dx%d but env.sim.cameras.%s says %sx%s; recording %dx%d "
+                        "in the run config (evaluate with env.sim.cameras.%s.height=%d "
+                        "env.sim.cameras.%s.width=%d)", cam, h, w, cam, node.get("height"), node.get("width"),
+                        h, w, cam, h, cam, w)
+            with open_dict(node):
+                node.height, node.width = h, w
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train, write metrics.json, return the metrics (the pipeline calls this directly)."""
     denv = distributed.detect()
@@ -142,7 +165,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         from metamanip.models.policy import build_policy
 
         policy = build_policy(cfg)
-        trainer = instantiate(cfg.trainer)
+        record_camera_sizes(cfg, train_set[0])
+        # a backbone that reads an inner LM layer leaves the blocks above it without gradients
+        unused = cfg.backbone.get("feature_layer") is not None and not cfg.trainer.find_unused_parameters
+        trainer = instantiate(cfg.trainer, **({"find_unused_parameters": True} if unused else {}))
         logger = instantiate(cfg.logger)
         metrics = trainer.fit(policy, train_set, val_set, out, logger=logger,
                               run_config=OmegaConf.to_container(cfg, resolve=True),
