@@ -57,17 +57,19 @@ def load_weight_files(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def convert_lm_state_dict(state: Mapping[str, torch.Tensor], weights_format: str = "hf") -> dict[str, torch.Tensor]:
-    """Rename an LM state dict into the transformers layout of the model built from our config."""
+def rename_lm_key(key: str, weights_format: str = "hf") -> str:
+    """One LM parameter name in the transformers layout of the model built from our config."""
     if weights_format not in LM_WEIGHT_FORMATS:
         raise ValueError(f"weights_format must be one of {LM_WEIGHT_FORMATS}, got '{weights_format}'")
-    out = {}
-    for key, value in state.items():
-        if weights_format == "mosaic_gpt":
-            for pattern, repl in _MOSAIC_GPT_RENAMES:
-                key = pattern.sub(repl, key)
-        out[key] = value
-    return out
+    if weights_format == "mosaic_gpt":
+        for pattern, repl in _MOSAIC_GPT_RENAMES:
+            key = pattern.sub(repl, key)
+    return key
+
+
+def convert_lm_state_dict(state: Mapping[str, torch.Tensor], weights_format: str = "hf") -> dict[str, torch.Tensor]:
+    """Rename an LM state dict into the transformers layout of the model built from our config."""
+    return {rename_lm_key(key, weights_format): value for key, value in state.items()}
 
 
 def convert_flamingo_state_dict(
@@ -92,7 +94,7 @@ def convert_flamingo_state_dict(
             if ".gated_cross_attn_layer." in sub or sub.startswith("old_decoder_blocks."):
                 continue
             if not sub.startswith("gated_cross_attn_layers."):
-                sub = next(iter(convert_lm_state_dict({sub.replace(".decoder_layer.", "."): value}, lm_weights_format)))
+                sub = rename_lm_key(sub.replace(".decoder_layer.", "."), lm_weights_format)
             out[f"backbone.lang_encoder.{sub}"] = value
         elif key.startswith("lm_head."):
             out[f"decoder.{key.removeprefix('lm_head.')}"] = value
@@ -140,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     with initialize_config_dir(config_dir=str(Path(args.conf_dir).resolve()), version_base=None):
         cfg = compose(config_name=None, overrides=overrides)
     policy = build_policy(cfg)
+    report: dict = {}
     for path in filter(None, [args.checkpoint, args.robo_flamingo]):
         report = load_flamingo_weights(policy, load_weight_files(Path(path)), args.lm_weights_format)
         print(f"{path}: loaded {len(report['loaded'])} tensors, {len(report['unexpected'])} unexpected")
