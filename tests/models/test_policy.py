@@ -175,3 +175,15 @@ def test_freeze_switches_change_what_learns():
     assert bb.vision_encoder.conv1.weight.grad is not None and bb.vision_encoder.conv1.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="policy.fusion_mode must be one of"):
         build_policy(tiny_config("tiny", "fc", fusion_mode="two_way"))
+
+
+def test_cut_prompts_are_reported_once(caplog):
+    cfg = tiny_config("tiny", "fc")
+    cfg["backbone"]["max_text_len"] = 8
+    policy = build_policy(cfg)
+    long = "no reward last trial. episode objects: drawer, slider, led. explored objects: drawer"
+    with caplog.at_level("WARNING", logger="metamanip.models.backbone"):
+        ids, _ = policy.backbone.tokenize([long, "x"])
+        policy.backbone.tokenize([long])
+    assert ids.shape[1] == 8
+    assert sum("max_text_len=8" in r.message for r in caplog.records) == 1

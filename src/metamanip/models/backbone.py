@@ -61,6 +61,7 @@ class FlamingoBackbone(nn.Module):
         self.feature_layer = feature_layer
         self.pooling = pooling
         self.max_text_len = max_text_len
+        self._warned_truncation = False
         self.freeze_vision = freeze_vision
 
         self.vision_encoder = vision_encoder
@@ -120,7 +121,14 @@ class FlamingoBackbone(nn.Module):
             truncation="only_first",
             return_tensors="pt",
         )
-        return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        ids = enc["input_ids"]
+        if not self._warned_truncation and not (ids == self.eoc_token_id).any(dim=1).all():
+            self._warned_truncation = True
+            log.warning(
+                "a prompt is longer than max_text_len=%d tokens and was cut (e.g. '%s'); raise "
+                "backbone.max_text_len so the policy sees the whole feedback", self.max_text_len, texts[0][:80]
+            )
+        return ids.to(device), enc["attention_mask"].to(device)
 
     # ---------------------------------------------------------------- vision
     def _vision_tokens(self, images: torch.Tensor) -> torch.Tensor:
