@@ -24,6 +24,7 @@
 # Parameters come from the environment so the notebook runs headless (tests, `jupyter nbconvert`):
 # `METAMANIP_SWEEP` (directories separated by `:`; default: the newest sweep under `logs/`),
 # `METAMANIP_GROUP_BY` (space-separated columns; default: what differs between jobs),
+# `METAMANIP_METRICS` (space-separated; default: the thesis' metrics and success per trial),
 # `METAMANIP_RESULTS_OUT` (default: `<first sweep>/results`).
 
 # %% tags=["parameters"]
@@ -32,6 +33,7 @@ from pathlib import Path
 
 SWEEP_DIRS = [p for p in os.environ.get("METAMANIP_SWEEP", "").split(os.pathsep) if p]
 GROUP_BY = os.environ.get("METAMANIP_GROUP_BY", "").split() or None
+METRICS = os.environ.get("METAMANIP_METRICS", "").split() or None
 OUT_DIR = os.environ.get("METAMANIP_RESULTS_OUT") or None
 LOG_DIR = Path(os.environ.get("METAMANIP_ROOT", Path.cwd().parent)) / "logs"
 
@@ -71,7 +73,7 @@ display(Markdown(missing_markdown(results) or "Every job has results."))
 # Mean ± 95 % confidence interval (Student t) over the seeds of each group.
 
 # %%
-report = write_report(results, OUT_DIR, group_by=GROUP_BY)
+report = write_report(results, OUT_DIR, group_by=GROUP_BY, metrics=METRICS)
 if report.table is not None:
     display(Markdown(report.table.to_markdown()))
 

@@ -13,13 +13,14 @@ REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "notebooks" / "results.ipynb"
 
 
-def execute_notebook(sweeps: list[Path], out_dir: Path, group_by: str = "", timeout: int = 300) -> nbformat.NotebookNode:
+def execute_notebook(sweeps: list[Path], out_dir: Path, group_by: str = "", metrics: str = "",
+                     timeout: int = 300) -> nbformat.NotebookNode:
     """Run notebooks/results.ipynb in a fresh kernel with the sweep given through the environment."""
     from nbclient import NotebookClient
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
     env = {"METAMANIP_SWEEP": os.pathsep.join(map(str, sweeps)), "METAMANIP_RESULTS_OUT": str(out_dir),
-           "METAMANIP_GROUP_BY": group_by, "MPLBACKEND": "Agg"}
+           "METAMANIP_GROUP_BY": group_by, "METAMANIP_METRICS": metrics, "MPLBACKEND": "Agg"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
