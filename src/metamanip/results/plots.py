@@ -174,7 +174,8 @@ def plot_loss_curves(results: SweepResults | pd.DataFrame, group_by: Sequence[st
             ax.plot(val["step"], val["val_loss"], color=color, ls="--", marker=".", lw=1.0, alpha=0.8)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (dashed: validation)")
-    if log_scale and (logs["loss"].dropna() > 0).all():
+    loss = logs["loss"].dropna()
+    if log_scale and len(loss) and (loss > 0).all() and loss.max() / loss.min() > 10:  # spans a decade
         ax.set_yscale("log")
     ax.set_title("Training loss", fontsize=10)
     ax.grid(alpha=0.3)

@@ -164,7 +164,7 @@ class ResultTable:
         out["n"] = self.frame["n"].map(lambda v: "" if _isnan(v) else str(int(v)))
         for m in self.metrics:
             out[_display(m)] = [
-                _fmt(mean, ci, mn, total, _DIGITS.get(m, 2))
+                _fmt(mean, ci, mn, total, _DIGITS.get(m, 4 if "loss" in m else 2))
                 for mean, ci, mn, total in zip(self.frame[m], self.frame[f"{m}_ci"], self.frame[f"{m}_n"],
                                                self.frame["n"])]
         return out
