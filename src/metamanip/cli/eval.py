@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -187,17 +188,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
             device = str(e.get("device", "cpu"))
             policy = load_policy(payload).to(device)
-            if device == "cpu":
-                share_cores(int(e.num_workers))
         else:
+            device = None
             agent_factory = OracleFactory(OmegaConf.to_container(cfg.oracle, resolve=True))
         num_trials, trial_steps = trial_budget_of(cfg.env)
-        summary = evaluate(
-            specs, env_factory=ConfigFactory(env_for_split(cfg.env, e.split)), out_dir=out,
-            num_objs=num_objs_of(cfg.env), num_trials=num_trials, trial_steps=trial_steps,
-            num_workers=int(e.num_workers), policy=policy,
-            agent_factory=agent_factory, feedback=e.feedback, config=run_choices(cfg, setting, ckpt_cfg),
-            progress=bool(e.get("progress", True)))
+        with cores_shared(int(e.num_workers)) if device == "cpu" else nullcontext():
+            summary = evaluate(
+                specs, env_factory=ConfigFactory(env_for_split(cfg.env, e.split)), out_dir=out,
+                num_objs=num_objs_of(cfg.env), num_trials=num_trials, trial_steps=trial_steps,
+                num_workers=int(e.num_workers), policy=policy, agent_factory=agent_factory,
+                feedback=e.feedback, config=run_choices(cfg, setting, ckpt_cfg),
+                progress=bool(e.get("progress", True)))
     return metrics_from_summary(summary)
 
 
@@ -207,17 +208,21 @@ def num_objs_of(env_cfg: Mapping[str, Any]) -> int:
     return 4 if setting == COMBI else 1 if setting == SINGLE else int(env_cfg["num_objs"])
 
 
-def share_cores(num_workers: int) -> int:
-    """Leave one core per env worker: torch in this process gets the rest (at least one thread).
-
-    Oversubscribed cores make batched CPU inference many times slower than one thread.
-    """
+@contextmanager
+def cores_shared(num_workers: int) -> Iterator[int]:
+    """Leave one core per env worker while evaluating: torch in this process gets the rest (at least one
+    thread); the previous thread count is restored after. Oversubscribed cores make batched CPU inference
+    many times slower than one thread."""
     import torch
 
+    before = torch.get_num_threads()
     threads = max(1, (os.cpu_count() or 1) - num_workers)
     torch.set_num_threads(threads)
     log.info("policy inference on %d CPU thread(s), %d env worker(s)", threads, num_workers)
-    return threads
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
 
 
 def env_for_split(env_cfg: DictConfig, split: str) -> DictConfig:
