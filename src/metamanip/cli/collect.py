@@ -140,7 +140,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                lzma_preset=int(c.lzma_preset), compression_level=int(c.compression_level))
         collector = ShardCollector(env, agent, root, mine, shard, seed=int(cfg.seed),
                                    max_attempts=int(c.max_attempts), record_state=bool(c.record_state),
-                                   write_options=options, progress=bool(c.progress))
+                                   write_options=options, progress=bool(c.progress),
+                                   strict_buckets=bool(c.get("strict_buckets", True)))
         if collector.writer.finalised:
             log.info("shard %d is already finalised in %s", shard, root)
             prog = collector.load_progress()
