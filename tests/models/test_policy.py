@@ -132,6 +132,12 @@ def test_trainable_set_and_param_groups():
     assert decay.isdisjoint(no_decay) and len(decay | no_decay) == len(policy.trainable_parameters())
     assert id(policy.backbone.lang_encoder.get_input_embeddings().weight) in no_decay
     assert id(policy.backbone.perceiver.latents) in no_decay
+    assert id(policy.decoder.rnn.weight_ih_l0) in decay
+
+    rf = build_policy(tiny_config("flamingo_mpt_3b", "lstm", weight_decay_on="cross_attention"))
+    decay = {n for n, p in rf.named_parameters() if id(p) in {id(q) for q in rf.param_groups(0.1)[0]["params"]}}
+    assert decay and all(".gated_cross_attn_layers." in n and not n.endswith("_gate") for n in decay)
+    assert "backbone.lang_encoder.gated_cross_attn_layers.0.attn.to_q.weight" in decay
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from metamanip.models.backbone import FUSION_MODES, FlamingoBackbone
 log = logging.getLogger(__name__)
 
 POLICY_CONFIG_KEYS = ("backbone", "decoder", "policy")
+WEIGHT_DECAY_SCOPES = ("matrices", "cross_attention")
 
 
 class FlamingoPolicy(nn.Module):
@@ -35,10 +36,14 @@ class FlamingoPolicy(nn.Module):
         decoder: nn.Module,
         window_size: int = 12,
         config: Mapping[str, Any] | None = None,
+        weight_decay_on: str = "matrices",
     ) -> None:
         super().__init__()
         if window_size < 1:
             raise ValueError(f"window_size must be >= 1, got {window_size}")
+        if weight_decay_on not in WEIGHT_DECAY_SCOPES:
+            raise ValueError(f"policy.weight_decay_on must be one of {WEIGHT_DECAY_SCOPES}, got '{weight_decay_on}'")
+        self.weight_decay_on = weight_decay_on
         self.backbone = backbone
         self.decoder = decoder
         self.window_size = window_size
@@ -56,13 +61,17 @@ class FlamingoPolicy(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """AdamW groups: decay on trainable weight matrices; none on biases, norms, gates, embeddings, latents."""
+        """AdamW groups: decay on trainable weight matrices (all of them, or with `weight_decay_on:
+        cross_attention` only those of the gated cross-attention blocks, as RoboFlamingo); none on biases,
+        norms, gates, embeddings, Perceiver latents."""
         no_decay_ids = {id(p) for m in self.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+        only_xattn = self.weight_decay_on == "cross_attention"
         decay, no_decay = [], []
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
-            if p.ndim < 2 or id(p) in no_decay_ids or name.endswith("latents"):
+            excluded = only_xattn and ".gated_cross_attn_layers." not in name
+            if p.ndim < 2 or id(p) in no_decay_ids or name.endswith("latents") or excluded:
                 no_decay.append(p)
             else:
                 decay.append(p)
@@ -191,9 +200,12 @@ def build_policy(cfg: Mapping[str, Any] | DictConfig) -> FlamingoPolicy:
     config = {k: container[k] for k in POLICY_CONFIG_KEYS}
     pol = dict(config["policy"])
     window_size = int(pol.pop("window_size", 12))
+    weight_decay_on = pol.pop("weight_decay_on", "matrices")
     backbone_kwargs = {k: pol.pop(k) for k in ("use_gripper", "fusion_mode") if k in pol}
     if pol:
-        raise ValueError(f"unknown policy options {sorted(pol)}; known: window_size, use_gripper, fusion_mode")
+        raise ValueError(
+            f"unknown policy options {sorted(pol)}; known: window_size, use_gripper, fusion_mode, weight_decay_on"
+        )
     if backbone_kwargs.get("fusion_mode", "post") not in FUSION_MODES:
         raise ValueError(f"policy.fusion_mode must be one of {FUSION_MODES}, got '{backbone_kwargs['fusion_mode']}'")
     backbone = instantiate(OmegaConf.create(config["backbone"]), **backbone_kwargs, _convert_="all")
@@ -203,7 +215,7 @@ def build_policy(cfg: Mapping[str, Any] | DictConfig) -> FlamingoPolicy:
         window_size=window_size,
         _convert_="all",
     )
-    policy = FlamingoPolicy(backbone, decoder, window_size=window_size, config=config)
+    policy = FlamingoPolicy(backbone, decoder, window_size=window_size, config=config, weight_decay_on=weight_decay_on)
     n_train = sum(p.numel() for p in policy.trainable_parameters())
     n_all = sum(p.numel() for p in policy.parameters())
     log.info("built policy: %.1fM parameters, %.1fM trainable", n_all / 1e6, n_train / 1e6)
