@@ -5,7 +5,7 @@ Collects the same Explore-5 episodes with the scripted oracle twice — renderin
 its pixels with the live ones, exports the live dataset to CALVIN's per-step npz layout, and reads
 windows back through a multi-worker DataLoader. Prints a short table; the last line is the JSON.
 
-    python benchmarks/collect_speed.py [--episodes 2] [--workers 2]
+    python benchmarks/collect_speed.py [--episodes 3] [--workers 2]
 
 Goals: bytes_ratio_vs_calvin_npz <= 0.25, render_later_identical, states-only >= 10x live.
 """
@@ -29,7 +29,7 @@ def _dir_bytes(path: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--episodes", type=int, default=2, help="episodes per collection")
+    ap.add_argument("--episodes", type=int, default=3, help="episodes per collection")
     ap.add_argument("--workers", type=int, default=2, help="render and DataLoader workers")
     ap.add_argument("--windows", type=int, default=256, help="windows read for the loader figure")
     ap.add_argument("--keep", default=None, help="keep the datasets in this directory")

@@ -46,10 +46,11 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
 
 def test_resume_after_kill_mid_episode(tmp_path):
     data = tmp_path / "ds"
-    cmd = _cmd(tmp_path, "a", f"collect.dir={data}", "collect.episodes=3", "collect.render=later")
+    # live rendering (tiny cameras) makes an episode take seconds, so the kill lands inside the second one
+    cmd = _cmd(tmp_path, "a", f"collect.dir={data}", "collect.episodes=3")
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(data / "shard-00000.parts" / "ep-0000000.h5", proc)
-    time.sleep(0.4)  # the second episode is now in flight
+    time.sleep(0.3)  # the second episode is now in flight
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
@@ -59,7 +60,7 @@ def test_resume_after_kill_mid_episode(tmp_path):
     status = json.loads((tmp_path / "jobs" / "a" / "status.json").read_text())
     assert status["status"] == "running"  # what a kill -9 leaves
 
-    done = subprocess.run(_cmd(tmp_path, "b", f"collect.dir={data}", "collect.episodes=3", "collect.render=later"),
+    done = subprocess.run(_cmd(tmp_path, "b", f"collect.dir={data}", "collect.episodes=3"),
                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not (data / "shard-00000.parts").exists()
@@ -73,9 +74,10 @@ def test_resume_after_kill_mid_episode(tmp_path):
         rewards = ref.meta["trial_rewards"]
         assert len(rewards) == 3 and rewards[-1] == 1.0
         assert len(list(EpisodeReader().states(ref))) == ref.num_steps
+        assert EpisodeReader().read(ref, "rgb_static").shape == (ref.num_steps, 32, 32, 3)
 
     # a different config into the same directory is refused, with the difference named
-    bad = subprocess.run(_cmd(tmp_path, "c", f"collect.dir={data}", "collect.episodes=5", "collect.render=later"),
+    bad = subprocess.run(_cmd(tmp_path, "c", f"collect.dir={data}", "collect.episodes=5"),
                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "collect.episodes: 3 -> 5" in bad.stderr
 

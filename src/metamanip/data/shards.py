@@ -263,9 +263,6 @@ class EpisodeBuffer:
                     _leaf(state, k), np.ndarray) else "array", np.asarray(v).dtype.str) for k, v in flat.items()]
             self.states.append(flat)
 
-    def set_last_reward(self, reward: float) -> None:
-        self.arrays["reward"][-1] = np.float32(reward)
-
     def stacked(self) -> dict[str, np.ndarray]:
         out = {k: np.stack(v) for k, v in self.arrays.items()}
         if self.states:
