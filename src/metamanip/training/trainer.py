@@ -252,7 +252,7 @@ class Trainer:
                             k == self.grad_accum_steps - 1 else model.no_sync())
                     with sync:
                         with autocast:
-                            loss = model(batch)["loss"]
+                            loss = self._forward(model, batch, device)
                         scaler.scale(loss.float() / self.grad_accum_steps).backward()
                     loss_sum += loss.detach().double()
                 flags = torch.stack([loss_sum, torch.isfinite(loss_sum).logical_not().double(),
@@ -323,7 +323,7 @@ class Trainer:
                        "samples_per_s": trained * samples_per_step / loop_time if loop_time else None,
                        "epochs": micro / per_rank_batches, "resumed_from_step": start_step if
                        resume_path is not None else None}
-            if main:
+            if main and trained > 0:
                 if train_log is not None:
                     train_log.write(step, final_loss, lr_now, last_val,
                                     metrics["samples_per_s"] or 0.0)
@@ -355,6 +355,16 @@ class Trainer:
             sampler.set_position(epoch, offset * loader.batch_size)  # type: ignore[operator]
             yield from loader
             epoch, offset = epoch + 1, 0
+
+    def _forward(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
+        if self.precision != "fp16" or device.type != "cpu":
+            return model(batch)["loss"]
+        try:
+            return model(batch)["loss"]
+        except RuntimeError as e:
+            raise RuntimeError(f"trainer.precision=fp16 failed on the CPU ({e}); some CPU kernels (the LSTM "
+                               "among them) have no fp16 version: use trainer.precision=bf16 or fp32 on a "
+                               "CPU, fp16 on GPUs") from e
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
