@@ -46,6 +46,9 @@ _SKIP_DIRS = {".hydra", ".submitit", "wandb", "checkpoints", "videos", "__pycach
 _JOB_MARKERS = ("status.json", "metrics.json", "summary.json")
 
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: big sweeps load faster
+
+
 class NoRunsError(ValueError):
     """Raised when a directory holds no job at all (nothing to tabulate)."""
 
@@ -558,7 +561,7 @@ def _read_yaml(path: Path | None, warnings: list[str]) -> Any:
         return None
     try:
         with open(path) as fh:
-            return yaml.safe_load(fh)
+            return yaml.load(fh, Loader=_YAML_LOADER)
     except yaml.YAMLError as e:
         warnings.append(f"{path}: unreadable YAML ({e.__class__.__name__}); ignored")
         return None
@@ -614,12 +617,19 @@ def _is_interpolation(v: Any) -> bool:
 
 
 def _scalar(value: str) -> Any:
-    """Override values as YAML would read them ('1' -> 1, 'lstm' -> 'lstm')."""
-    try:
-        v = yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
-    return v if isinstance(v, (int, float, str, bool)) or v is None else value
+    """Override values as Hydra reads them: '1' -> 1, '3e-4' -> 0.0003, 'true' -> True, 'lstm' -> 'lstm'."""
+    text = value.strip()
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("null", "~"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return value
 
 
 # ----------------------------------------------------------------------------------------- frames
