@@ -82,7 +82,8 @@ def check_grid_sweep(sweep: Path, expect_slurm: bool) -> None:
 
 def test_local_launcher_grid_sweep(dataset, tmp_path):
     logs = tmp_path / "logs"
-    r = run_train(["-m", "hydra/launcher=local", "decoder=lstm,fc", "seed=1,2", *tiny_train(dataset, logs)],
+    r = run_train(["-m", "hydra/launcher=local", "hydra.launcher.max_parallel=4", "decoder=lstm,fc", "seed=1,2",
+                   *tiny_train(dataset, logs)],
                   cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     sweep = sweep_dir(logs)
@@ -101,8 +102,14 @@ def test_slurm_launcher_grid_sweep(dataset, tmp_path, slurm_cluster):
     array_ids = {json.loads((sweep / str(i) / "status.json").read_text())["submitit_job_id"].split("_")[0]
                  for i in range(4)}
     assert len(array_ids) == 1
-    sacct = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", array_ids.pop()],
-                           capture_output=True, text=True, check=True).stdout.split()
+    array_id = array_ids.pop()
+    deadline = time.time() + 60  # a job's result is there a moment before SLURM accounts it as COMPLETED
+    while True:
+        sacct = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", array_id],
+                               capture_output=True, text=True, check=True).stdout.split()
+        if (len(sacct) == 4 and all(line.endswith("|COMPLETED") for line in sacct)) or time.time() > deadline:
+            break
+        time.sleep(1)
     assert len(sacct) == 4 and all(line.endswith("|COMPLETED") for line in sacct), sacct
 
 
