@@ -111,3 +111,16 @@ def test_no_secret_lands_in_saved_hydra_config(standin_conf, tmp_path, monkeypat
         env_set = cfg.hydra.job.env_set
         assert not [k for k in env_set if any(s in k.upper() for s in ("KEY", "TOKEN", "SECRET", "PASS"))]
         assert env_set.WANDB_MODE == "offline"
+
+
+def test_local_example_is_a_working_local_file(standin_conf, tmp_path, monkeypatch):
+    """conf/local/example.yaml, copied to default.yaml as documented, composes and feeds the SLURM preset."""
+    monkeypatch.setenv("USER", "alice")
+    example = standin_conf / "local" / "example.yaml"
+    (standin_conf / "local" / "default.yaml").write_text(example.read_text())
+    with initialize_config_dir(config_dir=str(standin_conf), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm_cpu"], return_hydra_config=True)
+    assert cfg.paths.data_dir == "/scratch/alice/metamanip/data"
+    assert cfg.hydra.launcher.partition == "cpu"
+    assert any("module load" in line for line in cfg.hydra.launcher.setup)
+    assert "env_set" not in OmegaConf.to_yaml(OmegaConf.load(example))  # secrets never via env_set
