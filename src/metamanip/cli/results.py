@@ -19,7 +19,9 @@ from metamanip.results.report import missing_markdown, write_report
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="metamanip-results",
-        description="Tabulate and plot one or several sweep (or run) directories: mean ± CI over seeds.")
+        description="Tabulate and plot one or several sweep (or run) directories: mean ± CI over seeds.",
+        epilog="exit status: 0 table written; 1 no job has results yet (the missing jobs are listed); "
+               "2 bad input (no runs, unknown column or metric)")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep dirs (logs/<task>/multiruns/<date>) or run dirs")
     p.add_argument("--group-by", nargs="+", metavar="COL", default=None,
                    help="columns to group by (e.g. decoder num_objs, any override key, or cfg.<dotted.key>); "
