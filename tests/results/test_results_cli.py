@@ -31,3 +31,17 @@ def test_cli_prints_latex_on_request(eval_sweep: Path, tmp_path: Path, capsys) -
                          "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert r"\begin{tabular}" in out and "lstm" in out and "| metamanip |" not in out
+
+
+def test_cli_sweep_without_results_lists_jobs_and_exits_1(tmp_path: Path, capsys) -> None:
+    from results_sweeps import write_job, write_multirun
+
+    sweep = tmp_path / "s"
+    write_multirun(sweep, ["seed=1,2"])
+    write_job(sweep / "0", num=0, overrides=["seed=1"], choices={}, config={"seed": 1}, status="failed",
+              error="ValueError: NaN loss at step 3")
+    assert results_main([str(sweep), "--out", str(tmp_path / "o")]) == 1
+    out = capsys.readouterr().out
+    assert "0 of 2 job(s) with results" in out and "NaN loss at step 3" in out and "not started" in out
+    assert "table: skipped (no job has results yet)" in out
+    assert (tmp_path / "o" / "missing.csv").exists() and not (tmp_path / "o" / "table.md").exists()
