@@ -59,10 +59,13 @@ def resolve_shard(cfg: DictConfig) -> int:
 
 def dataset_config(cfg: DictConfig) -> dict[str, Any]:
     """The part of the config that decides what a dataset holds (fingerprinted)."""
-    node = OmegaConf.to_container(cfg, resolve=True)
-    collect = {k: v for k, v in node["collect"].items() if k not in RUNTIME_KEYS}
-    return {"seed": node.get("seed"), "env": node["env"], "trial_limits": node.get("trial_limits"),
-            "oracle": node["oracle"], "collect": collect}
+    def plain(key: str) -> Any:  # only these nodes are resolved (paths may hold Hydra-only interpolations)
+        node = cfg.get(key)
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+    collect = {k: v for k, v in plain("collect").items() if k not in RUNTIME_KEYS}
+    return {"seed": cfg.get("seed"), "env": plain("env"), "trial_limits": plain("trial_limits"),
+            "oracle": plain("oracle"), "collect": collect}
 
 
 def fingerprint(config: dict[str, Any]) -> str:
