@@ -162,3 +162,14 @@ def test_combination_table_groups_by_combination_too(half_sweep: Path) -> None:
     assert list(table.frame["group"]) == ["drawer/led/slider"] and list(table.frame["n"]) == [2]
     expected = np.mean([round(EVAL_REWARDS[("lstm", s)] * EPISODES) / EPISODES for s in (1, 2)])
     assert table.frame.loc[0, "average_reward"] == pytest.approx(expected)
+
+
+def test_repeated_seeds_are_noted(eval_sweep: Path) -> None:
+    res = load_results(eval_sweep)
+    assert results_table(res).notes == []
+    jobs = res.jobs.copy()
+    jobs.loc[jobs["job"] == "1", "seed"] = 1  # lstm now has seeds 1, 1, 3
+    table = results_table(jobs, group_by=["decoder"])
+    assert table.notes == ["decoder=lstm: seed(s) 1 ran more than once; the interval counts each run as an "
+                           "independent sample"]
+    assert "_note: decoder=lstm: seed(s) 1" in table.to_markdown()

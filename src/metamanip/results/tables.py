@@ -154,6 +154,7 @@ class ResultTable:
     confidence: float = 0.95
     common: dict[str, Any] = field(default_factory=dict)
     references: list[ReferenceResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def display_frame(self) -> pd.DataFrame:
         """One string per cell: 'mean ± ci', '(n=k)' where a metric has fewer values than the group."""
@@ -183,7 +184,7 @@ class ResultTable:
         lines = [header, sep]
         for row in df.itertuples(index=False):
             lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
-        notes = [f"_{self.caption()}_"]
+        notes = [f"_{self.caption()}_", *[f"_note: {n}_" for n in self.notes]]
         for ref in self.references:
             notes.append(f"_{ref.label}: {ref.source}, {ref.note}_")
         return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
@@ -242,8 +243,16 @@ def results_table(results: SweepResults | pd.DataFrame, group_by: Sequence[str] 
     # a job reporting none of these metrics (a train job in an eval table) is not part of any group
     done = done[done[metrics].notna().any(axis=1)]
     rows = []
+    notes: list[str] = []
     for key, group in _groups(done, group_by):
         row: dict[str, Any] = {"source": "metamanip", **key, "n": len(group)}
+        if "seed" in group.columns and "seed" not in group_by:
+            seeds = group["seed"].dropna()
+            repeated = sorted({_cell(v) for v in seeds[seeds.duplicated()]})
+            if repeated:
+                where = ", ".join(f"{_short(c)}={_cell(v)}" for c, v in key.items()) or "all jobs"
+                notes.append(f"{where}: seed(s) {', '.join(repeated)} ran more than once; the interval counts "
+                             f"each run as an independent sample")
         for m in metrics:
             row[m], row[f"{m}_ci"], row[f"{m}_n"] = mean_ci(group[m], confidence)
         rows.append(row)
@@ -265,7 +274,7 @@ def results_table(results: SweepResults | pd.DataFrame, group_by: Sequence[str] 
               if c in done.columns and c not in group_by and c != "seed" and _nunique(done[c]) == 1
               and done[c].notna().all()}
     return ResultTable(frame=frame, group_by=group_by, metrics=metrics, confidence=confidence,
-                       common=common, references=refs)
+                       common=common, references=refs, notes=notes)
 
 
 def trial_figures(trials: pd.DataFrame, by: Sequence[str] = ("sweep", "job", "group")) -> pd.DataFrame:
