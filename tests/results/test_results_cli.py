@@ -45,3 +45,17 @@ def test_cli_sweep_without_results_lists_jobs_and_exits_1(tmp_path: Path, capsys
     assert "0 of 2 job(s) with results" in out and "NaN loss at step 3" in out and "not started" in out
     assert "table: skipped (no job has results yet)" in out
     assert (tmp_path / "o" / "missing.csv").exists() and not (tmp_path / "o" / "table.md").exists()
+
+
+def test_cli_without_dirs_takes_the_newest_sweep(tmp_path: Path, monkeypatch, capsys, eval_sweep: Path) -> None:
+    # eval_sweep lives at <tmp>/multiruns/<date>; give it the logs/<task>/multiruns/<date> layout
+    logs = tmp_path / "root" / "logs" / "eval"
+    logs.mkdir(parents=True)
+    eval_sweep.parent.rename(logs / "multiruns")
+    monkeypatch.setenv("METAMANIP_ROOT", str(tmp_path / "root"))
+    assert results_main(["--out", str(tmp_path / "o"), "--metrics", "average_reward"]) == 0
+    out = capsys.readouterr().out
+    assert "newest sweep under" in out and "2026-11-21_10-00-00" in out and "6 of 6 job(s)" in out
+    monkeypatch.setenv("METAMANIP_ROOT", str(tmp_path / "nowhere"))
+    assert results_main([]) == 2
+    assert "no sweep or run under" in capsys.readouterr().err

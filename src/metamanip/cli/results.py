@@ -1,4 +1,4 @@
-"""`metamanip-results DIR... [--group-by COL ...]`: a sweep's table on stdout, its files on disk.
+"""`metamanip-results [DIR...] [--group-by COL ...]`: a sweep's table on stdout, its files on disk.
 
 Loads every job under the given sweep / run directories, prints the mean ± 95 % CI table (Markdown)
 and the jobs without results, and writes tables (Markdown, CSV, LaTeX), job listings and plots
@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from metamanip.results.loader import NoRunsError, load_results
+from metamanip.results.loader import NoRunsError, latest_sweep, load_results
 from metamanip.results.report import missing_markdown, write_report
 
 
@@ -22,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tabulate and plot one or several sweep (or run) directories: mean ± CI over seeds.",
         epilog="exit status: 0 table written; 1 no job has results yet (the missing jobs are listed); "
                "2 bad input (no runs, unknown column or metric)")
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep dirs (logs/<task>/multiruns/<date>) or run dirs")
+    p.add_argument("dirs", nargs="*", metavar="DIR",
+                   help="sweep dirs (logs/<task>/multiruns/<date>) or run dirs; none: the newest sweep under "
+                        "$METAMANIP_ROOT/logs (default ./logs)")
     p.add_argument("--group-by", nargs="+", metavar="COL", default=None,
                    help="columns to group by (e.g. decoder num_objs, any override key, or cfg.<dotted.key>); "
                         "default: the columns that differ between jobs, never the seed")
@@ -46,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --confidence must be in (0, 1), got {args.confidence}", file=sys.stderr)
         return 2
     try:
+        if not args.dirs:
+            log_dir = Path(os.environ.get("METAMANIP_ROOT", ".")) / "logs"
+            args.dirs = [str(latest_sweep(log_dir))]
+            print(f"newest sweep under {log_dir}: {args.dirs[0]}")
         results = load_results(args.dirs)
         out = Path(args.out) if args.out else Path(args.dirs[0]) / "results"
         report = write_report(results, out, group_by=args.group_by, metrics=args.metrics,
