@@ -40,19 +40,23 @@ def _cluster_script(*args: str, timeout: int = 180) -> subprocess.CompletedProce
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """The single-node cluster of slurm/local-cluster.sh, started (idempotently) for the session.
+    """The single-node cluster of slurm/local-cluster.sh, started (idempotently) for the session and
+    stopped again at its end if this session started it.
 
-    Skips only where it cannot exist: not root, or the packages (slurm/ci-prepare.sh) are not installed.
-    Any other failure to start is a test failure.
+    Skips only where it cannot exist: not root and no cluster running, or the packages
+    (slurm/ci-prepare.sh) are not installed. Any other failure to start is a test failure.
     """
-    if os.geteuid() != 0:
-        pytest.skip("the local SLURM cluster needs root (CI runs as root); run slurm/local-cluster.sh up as root")
-    missing = [b for b in ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd") if not Path(f"/usr/sbin/{b}").exists()]
-    if missing:
-        pytest.skip(f"SLURM packages not installed ({', '.join(missing)} missing): run slurm/ci-prepare.sh")
     was_up = _cluster_script("status").returncode == 0
-    r = _cluster_script("up")
-    assert r.returncode == 0, f"slurm/local-cluster.sh up failed:\n{r.stdout}\n{r.stderr}"
+    if not was_up:
+        if os.geteuid() != 0:
+            pytest.skip("no local SLURM cluster running and starting one needs root (CI runs as root): "
+                        "sudo slurm/local-cluster.sh up")
+        missing = [b for b in ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd")
+                   if not Path(f"/usr/sbin/{b}").exists()]
+        if missing:
+            pytest.skip(f"SLURM packages not installed ({', '.join(missing)} missing): run slurm/ci-prepare.sh")
+        r = _cluster_script("up")
+        assert r.returncode == 0, f"slurm/local-cluster.sh up failed:\n{r.stdout}\n{r.stderr}"
     yield "debug"
     if not was_up:  # leave a cluster someone else started running
         _cluster_script("down")
