@@ -22,8 +22,8 @@ def test_llm_oracle_collects_with_a_tiny_local_lm(tmp_path):
               "assistant: Explanation: hmm Notes: none Instruction: the weather"]
     model = build_tiny_lm(tmp_path / "lm", corpus)
     cfg = compose("collect", [
-        "oracle=llm", f"oracle.decider.model={model}", "oracle.decider.max_new_tokens=8",
-        "oracle.decider.retries=1", "oracle.decider.device=cpu", "oracle.decider.max_prompt_tokens=64",
+        "oracle=llm", f"oracle.model={model}", "oracle.max_new_tokens=8",
+        "oracle.retries=1", "oracle.device=cpu", "oracle.max_prompt_tokens=64",
         "env.num_objs=3", "env.num_trials=3", "env.rollout_steps=450", "collect.episodes=1",
         "collect.render=later", "collect.progress=false", "collect.max_attempts=3",
         f"collect.dir={tmp_path / 'ds'}"], output_dir=tmp_path / "job")

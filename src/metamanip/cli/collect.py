@@ -1,7 +1,7 @@
 """`metamanip-collect`: collect an expert dataset with an oracle, resumably and in shards.
 
     metamanip-collect env=explore env.num_objs=7 trial_limits=thesis_7 collect.episodes=1120
-    metamanip-collect oracle=llm oracle.decider.model=google/gemma-2-27b-it
+    metamanip-collect oracle=llm oracle.model=google/gemma-2-27b-it
     metamanip-collect collect.render=later collect.dir=data/e5 && metamanip-render dataset=data/e5
     metamanip-collect -m hydra/launcher=slurm_cpu collect.dir=data/e7 collect.shard=0,1,2,3 collect.num_shards=4
 

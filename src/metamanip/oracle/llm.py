@@ -49,8 +49,8 @@ class LLMDecider:
                  dtype: str = "auto", quantization: str | None = None, max_prompt_tokens: int | None = None,
                  seed: int = 0, fallback: Any = None, grounding_threshold: float = 0.5):
         if not model:
-            raise ValueError("oracle.decider.model is empty: give a Hugging Face model name or a local path "
-                             "(e.g. oracle.decider.model=google/gemma-2-27b-it)")
+            raise ValueError("oracle.model is empty: give a Hugging Face model name or a local path "
+                             "(e.g. oracle.model=google/gemma-2-27b-it)")
         self.model_name = str(model)
         self.grounder = grounder if grounder is not None else Grounder(threshold=grounding_threshold)
         self.max_new_tokens = int(max_new_tokens)
@@ -90,7 +90,7 @@ class LLMDecider:
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
             kwargs["device_map"] = "auto"
         elif self.quantization not in (None, "none"):
-            raise ValueError(f"oracle.decider.quantization={self.quantization!r}: use null or '8bit'")
+            raise ValueError(f"oracle.quantization={self.quantization!r}: use null or '8bit'")
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_name)
             model = AutoModelForCausalLM.from_pretrained(self.model_name, **kwargs)
@@ -165,3 +165,12 @@ class LLMDecider:
         log.warning("oracle LM gave no usable instruction; falling back to %s", decision.task)
         self.history.append({"role": "assistant", "content": decision.text})
         return Decision(decision.task, decision.instruction, decision.text, "fallback")
+
+
+def llm_oracle(env: Any = None, model: str = "", grounder: Grounder | None = None, fallback: Any = None,
+               **decider_kwargs: Any) -> Any:
+    """An `OracleAgent` deciding with an `LLMDecider` (what `oracle=llm` builds; `oracle.model=` picks
+    the LM). Keyword arguments go to `LLMDecider`."""
+    from metamanip.oracle.agent import OracleAgent
+
+    return OracleAgent(env=env, decider=LLMDecider(model, grounder=grounder, fallback=fallback, **decider_kwargs))
