@@ -213,3 +213,12 @@ def test_eval_of_a_checkpoint_takes_the_model_from_the_train_job(tmp_path: Path,
               config={"seed": 0, "ckpt": str(ckpt)}, metrics=metrics, summary=summary)
     row = load_results(tmp_path / "evals").jobs.iloc[0]
     assert row["decoder"] == "lstm"  # the train job's choice (its .hydra/hydra.yaml)
+
+
+def test_setting_names_are_normalised() -> None:
+    from metamanip.results.loader import normalise_setting
+
+    assert normalise_setting("metamanip.settings.combi.CombiExploreEnv") == "combi_explore"
+    assert normalise_setting("combi") == "combi_explore" and normalise_setting("ExploreEnv") == "explore"
+    assert normalise_setting("metamanip.settings.single_object.SingleObjectEnv") == "single_object"
+    assert normalise_setting("my_new_setting") == "my_new_setting"

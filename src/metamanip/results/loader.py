@@ -329,6 +329,7 @@ _SETTING_ALIASES = {
     "explore": "explore", "exploreenv": "explore", "standard": "explore",
     "combi": "combi_explore", "combi_explore": "combi_explore", "combi-explore": "combi_explore",
     "combiexplore": "combi_explore", "combiexploreenv": "combi_explore",
+    "single_object": "single_object", "singleobject": "single_object", "singleobjectenv": "single_object",
 }
 
 
@@ -357,7 +358,7 @@ def _key_columns(summary: dict[str, Any], choices: dict[str, Any], config: dict[
 
     s, n, c, f = summary, nested, choices, flat_cfg
     out = {
-        "setting": normalise_setting(first((s, "setting"), (n, "setting"), (c, "env"), (f, "env.setting"),
+        "setting": normalise_setting(first((s, "setting"), (n, "setting"), (c, "env"), (f, "env.name"),
                                            (f, "env._target_"))),
         "num_objs": first((s, "num_objs"), (n, "num_objs"), (f, "env.num_objs")),
         "backbone": first((s, "backbone"), (n, "backbone"), (c, "backbone"), (f, "backbone.name")),
