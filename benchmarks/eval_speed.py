@@ -62,7 +62,8 @@ def main() -> None:
                      num_workers=workers, progress=False, **agent)
             minutes = (time.perf_counter() - t0) / 60
             rates[workers] = len(specs) / minutes
-            print(f"{workers} worker(s): {len(specs)} episodes in {minutes * 60:.1f} s = {rates[workers]:.2f} episodes/min")
+            print(f"{workers} worker(s): {len(specs)} episodes in {minutes * 60:.1f} s "
+                  f"= {rates[workers]:.2f} episodes/min")
     print(json.dumps({"agent": args.agent, "episodes": args.episodes, "episodes_per_min_1": round(rates[1], 3),
                       "episodes_per_min_2": round(rates[2], 3), "speedup": round(rates[2] / rates[1], 3)}))
 

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from metamanip.cli.jobstate import job
+from metamanip.cli.jobstate import job, objective
 from metamanip.evaluation.agents import OracleFactory
 from metamanip.evaluation.evaluator import evaluate
 from metamanip.evaluation.metrics import metrics_from_summary
@@ -278,17 +278,20 @@ def format_table(summary: Mapping[str, Any]) -> str:
                      f"{g['ratio_reward_found']:.2f}", f"{g['episode_length']:.1f}",
                      " ".join(f"{v:.2f}" for v in g["success_by_trial"])])
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+
+    def line(r: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
     sep = "-" * len(line(head))
     return "\n".join([line(head), sep, *map(line, rows[:-1]), sep, line(rows[-1])])
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     metrics = run(cfg)
     summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
     print(format_table(summary))
-    return float(metrics["average_reward"])
+    return objective(cfg, metrics)
 
 
 if __name__ == "__main__":
