@@ -174,7 +174,7 @@ class ResultTable:
         pct = f"{self.confidence * 100:g}"
         text = f"mean ± {pct} % CI (Student t) over seeds; n = jobs per group"
         if self.common:
-            text += "; all rows: " + ", ".join(f"{_short(k)}={_cell(v)}" for k, v in self.common.items())
+            text += "; every metamanip row: " + ", ".join(f"{_short(k)}={_cell(v)}" for k, v in self.common.items())
         return text
 
     def to_markdown(self) -> str:
@@ -200,8 +200,9 @@ class ResultTable:
             if i > 0 and ours[i - 1] and not ours[i]:
                 lines.append(r"\midrule")
             lines.append(" & ".join(_latex_cell(str(v)) for v in row) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_escape(self.caption())}}}",
-                  r"\end{table}"]
+        caption = " ".join([self.caption() + ".", *[f"{ref.label}: {ref.note}." for ref in self.references],
+                            *[f"Note: {n}." for n in self.notes]])
+        lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_escape(caption)}}}", r"\end{table}"]
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
