@@ -1,10 +1,13 @@
-"""Synthetic sweep directories laid out as Hydra multiruns and metamanip jobs leave them on disk."""
+"""Synthetic sweep directories laid out as Hydra multiruns and metamanip jobs leave them on disk, and a
+headless runner for notebooks/results.ipynb."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pandas as pd
 import pytest
 import yaml
@@ -15,6 +18,7 @@ from metamanip.evaluation.metrics import TrialRow, metrics_from_summary, summari
 EVAL_REWARDS = {("lstm", 1): 2.0, ("lstm", 2): 2.5, ("lstm", 3): 3.0, ("fc", 1): 1.0, ("fc", 2): 1.2, ("fc", 3): 1.4}
 NUM_TRIALS = 4
 EPISODES = 5
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "results.ipynb"
 
 
 def write_job(job_dir: Path, *, num: int, overrides: list[str], choices: dict[str, str], config: dict[str, Any],
@@ -147,3 +151,34 @@ def train_run(tmp_path: Path) -> Path:
               config={**_config("lstm", 1), "task_name": "train"}, job_name="train",
               metrics={"train_loss": 0.3, "val_loss": 0.45, "steps": 30, "samples_per_s": 50.0}, train_log=log)
     return run
+
+
+def execute_notebook(sweeps: list[Path], out_dir: Path, group_by: str = "", metrics: str = "",
+                     timeout: int = 300) -> nbformat.NotebookNode:
+    """Run notebooks/results.ipynb in a fresh kernel with the sweep given through the environment."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    env = {"METAMANIP_SWEEP": os.pathsep.join(map(str, sweeps)), "METAMANIP_RESULTS_OUT": str(out_dir),
+           "METAMANIP_GROUP_BY": group_by, "METAMANIP_METRICS": metrics, "MPLBACKEND": "Agg"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return nb
+
+
+def notebook_text(nb: nbformat.NotebookNode) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            parts.extend(str(v) for k, v in out.get("data", {}).items() if k.startswith("text/"))
+    return "\n".join(parts)

@@ -1,47 +1,14 @@
 """notebooks/results.ipynb: paired with its jupytext .py, and runs headless against a sweep."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
-from results_sweeps import EPISODES, EVAL_REWARDS
+from results_sweeps import EPISODES, EVAL_REWARDS, NOTEBOOK, execute_notebook, notebook_text
 
 REPO = Path(__file__).resolve().parents[2]
-NOTEBOOK = REPO / "notebooks" / "results.ipynb"
-
-
-def execute_notebook(sweeps: list[Path], out_dir: Path, group_by: str = "", metrics: str = "",
-                     timeout: int = 300) -> nbformat.NotebookNode:
-    """Run notebooks/results.ipynb in a fresh kernel with the sweep given through the environment."""
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    env = {"METAMANIP_SWEEP": os.pathsep.join(map(str, sweeps)), "METAMANIP_RESULTS_OUT": str(out_dir),
-           "METAMANIP_GROUP_BY": group_by, "METAMANIP_METRICS": metrics, "MPLBACKEND": "Agg"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return nb
-
-
-def notebook_text(nb: nbformat.NotebookNode) -> str:
-    parts = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            parts.append(out.get("text", ""))
-            parts.extend(str(v) for k, v in out.get("data", {}).items() if k.startswith("text/"))
-    return "\n".join(parts)
 
 
 def test_notebook_is_paired_with_its_jupytext_script() -> None:

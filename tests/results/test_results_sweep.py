@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from test_results_notebook import execute_notebook, notebook_text
+from results_sweeps import execute_notebook, notebook_text
 
 REPO = Path(__file__).resolve().parents[2]
 T_975 = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305}  # Student t quantiles (0.975) by dof
