@@ -237,7 +237,8 @@ def env_for_split(env_cfg: DictConfig, split: str) -> DictConfig:
 def run_choices(cfg: DictConfig, setting: str, ckpt_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """The config choices recorded in summary.json (the results tables group by them)."""
     e = cfg.eval
-    agent = "policy" if e.agent == "policy" else f"oracle/{_choice('oracle') or 'oracle'}"
+    oracle = _choice("oracle") or _name_of(OmegaConf.to_container(cfg.oracle).get("decider")) or "oracle"
+    agent = "policy" if e.agent == "policy" else f"oracle/{oracle}"
     num_trials, trial_steps = trial_budget_of(cfg.env)
     out = {"setting": setting, "num_objs": num_objs_of(cfg.env), "split": e.split,
            "feedback": e.feedback, "agent": agent, "num_trials": num_trials,
@@ -251,13 +252,13 @@ def run_choices(cfg: DictConfig, setting: str, ckpt_cfg: Mapping[str, Any] | Non
 
 
 def _name_of(node: Any) -> str | None:
-    """'lstm' for a node whose _target_ is ...LSTMDecoder (the class says which decoder it is)."""
+    """'lstm' for a node whose _target_ is ...LSTMDecoder, 'scripted' for ...ScriptedDecider."""
     if not isinstance(node, Mapping):
         return None
     if node.get("name"):
         return str(node["name"])
     cls = str(node.get("_target_", "")).rsplit(".", 1)[-1]
-    return cls.lower().removesuffix("decoder") or None if node.get("_target_") else None
+    return cls.lower().removesuffix("decoder").removesuffix("decider") or None
 
 
 def _choice(group: str) -> str | None:
