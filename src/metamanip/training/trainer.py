@@ -327,7 +327,8 @@ class Trainer:
                 if train_log is not None:
                     train_log.write(step, final_loss, lr_now, last_val,
                                     metrics["samples_per_s"] or 0.0)
-                logger.log({"val/loss": last_val} if last_val is not None else {}, step)
+                logger.log({"train/loss": final_loss, "train/lr": lr_now,
+                            **({"val/loss": last_val} if last_val is not None else {})}, step)
             exit_code = 0
             return metrics
         finally:
