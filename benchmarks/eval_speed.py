@@ -4,7 +4,7 @@ The same evaluation (Explore, 3 objects, held-out combination, the tiny policy o
 trials) runs once with `num_workers=1` and once with `num_workers=2`, each into a fresh dir.
 Goal: speedup >= 1.7 on 2 cores. Last line: JSON {"episodes_per_min_1", "episodes_per_min_2", "speedup"}.
 
-    python benchmarks/eval_speed.py [--episodes 8] [--trial-steps 12] [--image 48] [--agent policy|oracle]
+    python benchmarks/eval_speed.py [--episodes 8] [--trial-steps 30] [--image 48] [--agent policy|oracle]
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from metamanip.evaluation.workers import ConfigFactory, _context
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=8, help="episodes per run (num_resets on one combination)")
-    ap.add_argument("--trial-steps", type=int, default=12)
+    ap.add_argument("--trial-steps", type=int, default=30)
     ap.add_argument("--image", type=int, default=48, help="static and gripper camera size (pixels)")
     ap.add_argument("--agent", choices=["policy", "oracle"], default="policy")
     args = ap.parse_args()
