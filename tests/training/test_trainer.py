@@ -121,3 +121,22 @@ def test_bad_trainer_settings_fail_early(tmp_path):
         Trainer(precision="fp8")
     with pytest.raises(ValueError, match="no full batch"):
         fit(tmp_path, {"max_steps": 2, "batch_size": 64})
+
+
+def test_signal_after_the_last_step_saves_and_hands_on(tmp_path):
+    class LateSignal(WindowSet):
+        def __init__(self):
+            super().__init__(32)
+            self.reads = 0
+
+        def __getitem__(self, i):
+            self.reads += 1
+            if self.reads == 4 * 3:  # the last window of the last step
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().__getitem__(i)
+
+    with pytest.raises(Preempted, match="at step 3"):
+        fit(tmp_path, {"max_steps": 3}, data=LateSignal(), val=WindowSet(8))
+    assert load_checkpoint(tmp_path / "checkpoints/last.pt")["step"] == 3
+    again, _ = fit(tmp_path, {"max_steps": 3}, val=WindowSet(8))
+    assert again["steps"] == 3 and again["val_loss"] is not None

@@ -312,6 +312,14 @@ class Trainer:
                         raise Preempted(signum, step, str(path) if path else None)
             # the end: validation, final checkpoint, metrics
             loop_time = time.perf_counter() - loop_t0 - excluded
+            flag = torch.tensor([float(stop.requested)], device=device, dtype=torch.float64)
+            if distributed.all_reduce_sum(flag).item():  # signalled after the last step: save, hand on
+                path = self._save(ckpt_dir, step, micro, policy, optimizer, scheduler, scaler, aug_gen,
+                                  denv, recent, last_val, logger, run_config, policy_payload)
+                logger.finish(exit_code=1)
+                signum = stop.signum or 15
+                stop.forward()
+                raise Preempted(signum, step, str(path) if path else None)
             if val_set is not None:
                 last_val = self.validate(model, val_set, device, denv)
             final_loss = float(np.mean(recent)) if recent else float("nan")
