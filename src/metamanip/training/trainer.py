@@ -242,23 +242,9 @@ class Trainer:
             loop_t0 = window_t0 = time.perf_counter()
             window_samples = 0
             while step < total:
-                loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-                for k in range(self.grad_accum_steps):
-                    batch = _to_device(next(stream), device)
-                    micro += 1
-                    if self.augment:
-                        batch = self.augment(batch, aug_gen)
-                    sync = (contextlib.nullcontext() if not denv.distributed or
-                            k == self.grad_accum_steps - 1 else model.no_sync())
-                    with sync:
-                        with autocast:
-                            loss = self._forward(model, batch, device)
-                        scaler.scale(loss.float() / self.grad_accum_steps).backward()
-                    loss_sum += loss.detach().double()
-                flags = torch.stack([loss_sum, torch.isfinite(loss_sum).logical_not().double(),
-                                     torch.tensor(float(stop.requested), device=device,
-                                                  dtype=torch.float64)])
-                loss_all, bad, stopping = distributed.all_reduce_sum(flags).tolist()
+                loss_all, bad, stopping = self._accumulate(model, stream, scaler, autocast, aug_gen, stop,
+                                                           denv, device)
+                micro += self.grad_accum_steps
                 if bad:
                     raise NonFiniteLossError(self._nan_message(step, ckpt_dir, saved_at))
                 if self.clip_grad_norm:
@@ -270,8 +256,7 @@ class Trainer:
                 lr_now = scheduler.get_last_lr()[0]
                 scheduler.step()
                 step += 1
-                step_loss = loss_all / (self.grad_accum_steps * denv.world_size)
-                recent.append(step_loss)
+                recent.append(loss_all / (self.grad_accum_steps * denv.world_size))
                 window_samples += samples_per_step
                 bar.update(1)
 
@@ -347,6 +332,29 @@ class Trainer:
             logger.finish(exit_code=exit_code)
 
     # ------------------------------------------------------------------ pieces
+    def _accumulate(self, model: nn.Module, stream: Iterator[dict[str, Any]], scaler: torch.amp.GradScaler,
+                    autocast: contextlib.AbstractContextManager, aug_gen: torch.Generator,
+                    stop: StopSignals, denv: distributed.DistEnv, device: torch.device
+                    ) -> tuple[float, bool, bool]:
+        """Forward/backward over one step's micro-batches (gradients synced on the last one), then the
+        step's single all-reduce: (loss summed over micro-batches and ranks, any non-finite, any stop)."""
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        for k in range(self.grad_accum_steps):
+            batch = _to_device(next(stream), device)
+            if self.augment:
+                batch = self.augment(batch, aug_gen)
+            last = k == self.grad_accum_steps - 1
+            sync = model.no_sync() if denv.distributed and not last else contextlib.nullcontext()
+            with sync:
+                with autocast:
+                    loss = self._forward(model, batch, device)
+                scaler.scale(loss.float() / self.grad_accum_steps).backward()
+            loss_sum += loss.detach().double()
+        flags = torch.stack([loss_sum, torch.isfinite(loss_sum).logical_not().double(),
+                             torch.tensor(float(stop.requested), device=device, dtype=torch.float64)])
+        loss_all, bad, stopping = distributed.all_reduce_sum(flags).tolist()
+        return loss_all, bool(bad), bool(stopping)
+
     def _loader(self, dataset: Dataset, sampler: ResumableSampler, device: torch.device) -> DataLoader:
         kwargs: dict[str, Any] = {}
         if self.num_workers > 0:
