@@ -93,7 +93,7 @@ def test_an_evaluation_killed_midway_resumes_without_duplicates(tmp_path):
         from metamanip.evaluation.workers import ConfigFactory
         orig = eval_standins.ToyOracle.act
         def slow(self, obs, info):
-            time.sleep(0.01)
+            time.sleep(0.03)
             return orig(self, obs, info)
         eval_standins.ToyOracle.act = slow
         def factory(env):
