@@ -6,13 +6,15 @@ Goal: speedup >= 1.7 on 2 cores. Last line: JSON {"episodes_per_min_1", "episode
 plus `machine_parallel_speedup`: what two plain CPU-bound processes get over one on this machine at the
 time (the ceiling; a machine shared with other jobs shows well below 2).
 
-    python benchmarks/eval_speed.py [--episodes 8] [--trial-steps 30] [--image 48] [--agent policy|oracle]
+    python benchmarks/eval_speed.py [--episodes 8] [--trial-steps 30] [--image 48]
+                                    [--agent policy|policy_in_workers|oracle]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ from omegaconf import OmegaConf
 
 from metamanip.cli import eval as eval_cli
 from metamanip.cli.pipeline import compose
-from metamanip.evaluation.agents import OracleFactory
+from metamanip.evaluation.agents import OracleFactory, PolicyFactory
 from metamanip.evaluation.evaluator import evaluate
 from metamanip.evaluation.workers import ConfigFactory, _context
 
@@ -57,7 +59,8 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=8, help="episodes per run (num_resets on one combination)")
     ap.add_argument("--trial-steps", type=int, default=30)
     ap.add_argument("--image", type=int, default=48, help="static and gripper camera size (pixels)")
-    ap.add_argument("--agent", choices=["policy", "oracle"], default="policy")
+    ap.add_argument("--agent", choices=["policy", "policy_in_workers", "oracle"], default="policy",
+                    help="policy: batched in this process; policy_in_workers: a copy per worker; oracle: scripted")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -67,11 +70,14 @@ def main() -> None:
                  f"env.sim.cameras.gripper.width={s}", f"env.sim.cameras.gripper.height={s}",
                  "eval.split=heldout", f"eval.num_resets={args.episodes}", "eval.progress=false"]
     policy = None
-    if args.agent == "policy":
+    tmp_root = tempfile.mkdtemp()
+    if args.agent.startswith("policy"):
+        from metamanip.models.checkpoint import save_policy
         from metamanip.models.policy import build_policy
 
         policy = build_policy(compose("train", ["backbone=tiny", "decoder=lstm", "policy=tiny", "data.dir=unused"],
-                                      tempfile.gettempdir()))
+                                      tmp_root))
+        ckpt = save_policy(policy, Path(tmp_root) / "policy.pt")
     warm = _context(None).Process(target=int)  # start the fork server outside the timed runs
     warm.start()
     warm.join()
@@ -81,8 +87,12 @@ def main() -> None:
             cfg = compose("eval", [*overrides, f"eval.num_workers={workers}"], Path(tmp) / f"w{workers}")
             specs = eval_cli.protocol_specs(cfg)
             num_trials, trial_steps = eval_cli.trial_budget_of(cfg.env)
-            agent = dict(policy=policy) if policy is not None else dict(
-                agent_factory=OracleFactory(OmegaConf.to_container(cfg.oracle, resolve=True)))
+            if args.agent == "policy":
+                agent = dict(policy=policy)
+            elif args.agent == "policy_in_workers":
+                agent = dict(agent_factory=PolicyFactory(str(ckpt)))
+            else:
+                agent = dict(agent_factory=OracleFactory(OmegaConf.to_container(cfg.oracle, resolve=True)))
             t0 = time.perf_counter()
             evaluate(specs, env_factory=ConfigFactory(eval_cli.env_for_split(cfg.env, "heldout")),
                      out_dir=Path(tmp) / f"w{workers}", num_objs=3, num_trials=num_trials, trial_steps=trial_steps,
@@ -91,6 +101,7 @@ def main() -> None:
             rates[workers] = len(specs) / minutes
             print(f"{workers} worker(s): {len(specs)} episodes in {minutes * 60:.1f} s "
                   f"= {rates[workers]:.2f} episodes/min")
+    shutil.rmtree(tmp_root, ignore_errors=True)
     ceiling = machine_parallel_speedup()
     print(f"machine: two processes run {ceiling:.2f}x one right now (the ceiling for the speedup)")
     print(json.dumps({"agent": args.agent, "episodes": args.episodes, "episodes_per_min_1": round(rates[1], 3),

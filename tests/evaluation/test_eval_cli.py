@@ -135,6 +135,12 @@ def test_a_policy_checkpoint_through_the_cli_with_a_video(tmp_path):
     summary = json.loads((tmp_path / "job" / "summary.json").read_text())
     assert summary["config"]["agent"] == "policy" and summary["config"]["decoder"] == "lstm"
     assert [p.name for p in (tmp_path / "job" / "videos").iterdir()] == ["drawer-lightbulb-slider_ep000.mp4"]
+    # the same evaluation with a copy of the policy in each worker instead of one batched policy
+    cfg = compose("eval", [*SMALL, *cams, f"ckpt={ckpt}", "env.num_trials=2", "env.trial_steps=6",
+                           "eval.num_resets=2", "eval.num_workers=2", "eval.policy_in_workers=true"],
+                  tmp_path / "copies")
+    assert eval_cli.run(cfg)["episodes"] == 2
+    assert (tmp_path / "copies" / "trials.csv").read_text() == (tmp_path / "job" / "trials.csv").read_text()
 
 
 def test_a_resumed_playtable_evaluation_matches_an_uninterrupted_one(tmp_path):

@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from metamanip.cli.jobstate import job, objective
-from metamanip.evaluation.agents import OracleFactory
+from metamanip.evaluation.agents import OracleFactory, PolicyFactory
 from metamanip.evaluation.evaluator import evaluate
 from metamanip.evaluation.metrics import metrics_from_summary
 from metamanip.evaluation.protocol import (COMBI, EXPLORE, EpisodeSpec, combi_episodes, explore_episodes,
@@ -183,13 +183,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
             raise ValueError(f"eval.videos={e.videos} needs a camera, but env.sim.cameras has none on; turn "
                              "env.sim.cameras.static on or set eval.videos=0")
         specs = protocol_specs(cfg)
-        if payload is not None:
+        device = None
+        if payload is not None and e.get("policy_in_workers", False):
+            if str(e.get("device", "cpu")) != "cpu":
+                raise ValueError("eval.policy_in_workers=true runs a policy copy in every env worker on the CPU; "
+                                 "set eval.device=cpu or eval.policy_in_workers=false (batched on the device)")
+            agent_factory = PolicyFactory(str(cfg.ckpt), e.feedback)
+        elif payload is not None:
             from metamanip.models.checkpoint import load_policy
 
             device = str(e.get("device", "cpu"))
             policy = load_policy(payload).to(device)
         else:
-            device = None
             agent_factory = OracleFactory(OmegaConf.to_container(cfg.oracle, resolve=True))
         num_trials, trial_steps = trial_budget_of(cfg.env)
         with cores_shared(int(e.num_workers)) if device == "cpu" else nullcontext():

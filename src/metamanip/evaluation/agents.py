@@ -6,6 +6,7 @@
   episode and trial start.
 - `OracleFactory`: builds an oracle (scripted or LLM, from its config node) inside each worker, where it
   runs whole episodes next to its env.
+- `PolicyFactory`: a copy of a small policy in each worker (CPU evaluation: inference runs in parallel too).
 """
 from __future__ import annotations
 
@@ -75,3 +76,47 @@ class OracleFactory:
             params = {}
         kwargs = {"env": env} if "env" in params and "env" not in self.oracle_cfg else {}
         return instantiate(self.oracle_cfg, **kwargs, _convert_="all")
+
+
+class PolicyEpisodeAgent:
+    """A policy acting in one env (inside a worker): the DESIGN.md agent API over `select_action` with a
+    batch of one; its history is cleared at the episode start and whenever a trial has ended."""
+
+    def __init__(self, policy: Any, feedback: str = "train"):
+        self.policy = policy
+        self.key = feedback_key(feedback)
+        if hasattr(policy, "eval"):
+            policy.eval()
+
+    def reset_episode(self, info: Mapping[str, Any]) -> None:
+        self.policy.reset()
+
+    def act(self, obs: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
+        if info.get("trial_done"):
+            self.policy.reset()
+        batch = {k: v[None] for k, v in obs.items() if isinstance(v, np.ndarray)}
+        import torch
+
+        with torch.inference_mode():
+            action = self.policy.select_action(batch, [str(info["feedback"][self.key])])
+        return np.asarray(action, dtype=np.float32).reshape(-1, 7)[0]
+
+
+class PolicyFactory:
+    """Picklable recipe for a `PolicyEpisodeAgent`: each worker loads its own copy of the checkpoint.
+
+    For CPU evaluation of small policies, where inference in every worker beats batching in one process.
+    """
+
+    def __init__(self, ckpt: str, feedback: str = "train", threads: int = 1):
+        self.ckpt = str(ckpt)
+        self.feedback = feedback
+        self.threads = int(threads)
+
+    def __call__(self, env: Any) -> PolicyEpisodeAgent:
+        import torch
+
+        from metamanip.models.checkpoint import load_policy
+
+        torch.set_num_threads(self.threads)
+        return PolicyEpisodeAgent(load_policy(self.ckpt), self.feedback)
