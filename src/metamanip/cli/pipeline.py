@@ -110,6 +110,10 @@ def main(cfg: DictConfig) -> float | None:
     summary = json.loads((Path(cfg.paths.output_dir) / "eval" / "summary.json").read_text())
     print(f"\nmetamanip pipeline: {summary['config'].get('setting')} ({summary['config'].get('split')} split, "
           f"{summary['episodes']} episodes, {summary['num_trials']} trials each)")
+    if metrics.get("train_steps") is not None:
+        loss = metrics.get("train_loss")
+        print(f"policy: {int(metrics['train_steps'])} training steps"
+              + (f", final loss {loss:.4f}" if loss is not None else ""))
     print(format_table(summary))
     print(f"results in {cfg.paths.output_dir}")
     return objective(cfg, metrics)
