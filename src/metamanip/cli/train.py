@@ -57,7 +57,7 @@ def cameras_of(cfg: DictConfig) -> tuple[str, ...]:
 def build_datasets(cfg: DictConfig) -> tuple[Any, Any]:
     """Training and held-out `WindowDataset`s for the policy's window and cameras, checked against
     the policy before any step runs."""
-    from metamanip.data.dataset import WindowDataset
+    from metamanip.data.dataset import DEFAULT_CACHE_MB, WindowDataset
     from metamanip.data.shards import list_episodes
 
     root = Path(str(cfg.data.dir))
@@ -74,7 +74,8 @@ def build_datasets(cfg: DictConfig) -> tuple[Any, Any]:
     val_ids = heldout_episodes(ids, float(cfg.data.val_episodes))
     train_ids = sorted(set(ids) - set(val_ids))
     kwargs = dict(window_size=window, feedback=str(cfg.data.feedback), cameras=cameras,
-                  skip_corrupt=bool(cfg.data.skip_corrupt), stride=int(cfg.data.stride))
+                  skip_corrupt=bool(cfg.data.skip_corrupt), stride=int(cfg.data.stride),
+                  cache_mb=float(cfg.data.get("cache_mb", DEFAULT_CACHE_MB)))
     try:
         train_set = WindowDataset(root, episodes=train_ids, **kwargs)
     except ValueError as e:

@@ -147,6 +147,31 @@ class _ChunkCache:
         return arr
 
 
+def image_layout(g: h5py.Group) -> tuple[str, int, tuple[int, ...]]:
+    """(codec, frames per chunk, frame shape) of an image group written by `write_images`; a gzip group
+    is read in chunks of 16 unique frames."""
+    codec = g.attrs["codec"]
+    if codec not in IMAGE_CODECS:
+        raise ValueError(f"unknown image codec {codec!r} in {g.name}; update metamanip")
+    k = int(g.attrs["frames_per_chunk"]) if codec == "lzma" else 16
+    return codec, k, tuple(int(v) for v in g.attrs["frame_shape"])
+
+
+def read_image_chunk(g: h5py.Group, c: int, layout: tuple[str, int, tuple[int, ...]] | None = None,
+                     offsets: np.ndarray | None = None) -> np.ndarray:
+    """Unique frames [c*k, (c+1)*k) of an image group, decoded (one xz blob for the lzma codec).
+    `offsets` (the group's `offsets` array, read once) saves a read per chunk."""
+    codec, k, shape = layout or image_layout(g)
+    if codec == "gzip":
+        return g["frames"][c * k:(c + 1) * k]
+    if offsets is None:
+        lo, hi = (int(v) for v in g["offsets"][c:c + 2])
+    else:
+        lo, hi = int(offsets[c]), int(offsets[c + 1])
+    raw = lzma.decompress(g["data"][lo:hi].tobytes(), format=lzma.FORMAT_XZ)
+    return np.frombuffer(raw, np.uint8).reshape((-1,) + shape)
+
+
 def read_images(g: h5py.Group, start: int, stop: int, cache: _ChunkCache | None = None) -> np.ndarray:
     """Frames [start, stop) of an image group written by `write_images`."""
     idx = g["index"][start:stop]
@@ -159,16 +184,12 @@ def read_images(g: h5py.Group, start: int, stop: int, cache: _ChunkCache | None 
         return g["frames"][rows][inverse.reshape(-1)]
     if codec != "lzma":
         raise ValueError(f"unknown image codec {codec!r} in {g.name}; update metamanip")
-    k = int(g.attrs["frames_per_chunk"])
-    offsets = g["offsets"]
+    layout = image_layout(g)
+    k = layout[1]
     out = np.empty((len(idx),) + shape, np.uint8)
     cache = cache or _ChunkCache(0)
     for c in np.unique(idx // k):
-        def decode(c=int(c)) -> np.ndarray:
-            lo, hi = (int(v) for v in offsets[c:c + 2])
-            raw = lzma.decompress(g["data"][lo:hi].tobytes(), format=lzma.FORMAT_XZ)
-            return np.frombuffer(raw, np.uint8).reshape((-1,) + shape)
-        block = cache.get((g.file.filename, g.name, int(c)), decode)
+        block = cache.get((g.file.filename, g.name, int(c)), lambda c=int(c): read_image_chunk(g, c, layout))
         sel = idx // k == c
         out[sel] = block[idx[sel] - c * k]
     return out
