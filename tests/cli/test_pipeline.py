@@ -55,3 +55,10 @@ def test_the_demo_prints_the_results_table(tmp_path):
     assert {"average_reward", "success_trial_1", "train_loss"} <= set(metrics)
     assert (job / "eval" / "trials.csv").read_text().count("\n") > 1
     assert not (tmp_path / "data").exists()  # nothing written outside the job dir
+    # the oracle baseline ran the same episodes and, playing optimally, found the reward in every trial
+    assert "baseline: the oracle" in out
+    baseline = json.loads((job / "baseline" / "summary.json").read_text())
+    policy = json.loads((job / "eval" / "summary.json").read_text())
+    assert baseline["episodes"] == policy["episodes"] == 1
+    assert baseline["success_by_trial"] == [1.0, 1.0]
+    assert metrics["baseline_average_reward"] == baseline["average_reward"] == 2.0

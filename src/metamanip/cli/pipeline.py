@@ -67,6 +67,11 @@ def stage_config(cfg: DictConfig, stage: str, out: Path) -> DictConfig:
         if stage == "eval":
             node.ckpt = str(out / "train" / "checkpoints" / "last.pt")
             node.eval.agent = "policy"
+        if stage == "baseline":  # the oracle through the same protocol, episodes and seeds as the policy
+            node.task_name = "eval"
+            node.ckpt = None
+            node.eval.agent = "oracle"
+            node.eval.videos = 0
     return node
 
 
@@ -95,6 +100,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             train_metrics = train_cli.run(stage_config(cfg, "train", out))
         log.info("pipeline: eval → %s", out / "eval")
         metrics = dict(eval_cli.run(stage_config(cfg, "eval", out)))
+        if cfg.pipeline.get("baseline"):
+            log.info("pipeline: oracle baseline → %s", out / "baseline")
+            for k, v in eval_cli.run(stage_config(cfg, "baseline", out)).items():
+                if isinstance(v, (int, float)):
+                    metrics[f"baseline_{k}"] = v
         for k, v in (train_metrics or {}).items():
             if isinstance(v, (int, float)):
                 metrics[k if k.startswith("train_") else f"train_{k}"] = v
@@ -115,6 +125,10 @@ def main(cfg: DictConfig) -> float | None:
         print(f"policy: {int(metrics['train_steps'])} training steps"
               + (f", final loss {loss:.4f}" if loss is not None else ""))
     print(format_table(summary))
+    baseline = Path(cfg.paths.output_dir) / "baseline" / "summary.json"
+    if cfg.pipeline.get("baseline") and baseline.is_file():
+        print("\nbaseline: the oracle through the same protocol (same episodes)")
+        print(format_table(json.loads(baseline.read_text())))
     print(f"results in {cfg.paths.output_dir}")
     return objective(cfg, metrics)
 
