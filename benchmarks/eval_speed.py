@@ -6,7 +6,7 @@ Goal: speedup >= 1.7 on 2 cores. Last line: JSON {"episodes_per_min_1", "episode
 plus `machine_parallel_speedup`: what two plain CPU-bound processes get over one on this machine at the
 time (the ceiling; a machine shared with other jobs shows well below 2), and `speedup_over_ceiling`.
 
-    python benchmarks/eval_speed.py [--episodes 8] [--trial-steps 30] [--image 48]
+    python benchmarks/eval_speed.py [--episodes 32] [--trial-steps 30] [--image 48]
                                     [--agent policy|policy_in_workers|oracle]
 """
 from __future__ import annotations
@@ -56,7 +56,8 @@ def machine_parallel_speedup(n: int = 10_000_000) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--episodes", type=int, default=8, help="episodes per run (num_resets on one combination)")
+    ap.add_argument("--episodes", type=int, default=32,
+                    help="episodes per run (num_resets on one combination); enough to amortise the worker start")
     ap.add_argument("--trial-steps", type=int, default=30)
     ap.add_argument("--image", type=int, default=48, help="static and gripper camera size (pixels)")
     ap.add_argument("--agent", choices=["policy", "policy_in_workers", "oracle"], default="policy",
