@@ -9,8 +9,6 @@ one line per task.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from metamanip.atomic import atomic_path
 from metamanip.cli.jobstate import job, write_metrics
 
 log = logging.getLogger(__name__)
@@ -34,19 +33,11 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
         raise ValueError(f"demo.video must end in one of {VIDEO_SUFFIXES}, got {path.name!r}")
     if not frames:
         raise ValueError("no frames to write: the simulator has no static camera (set sim.cameras.static)")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix == ".gif":
             imageio.mimsave(tmp, frames, duration=1000.0 / fps, loop=0)
         else:
             imageio.mimsave(tmp, frames, fps=fps, macro_block_size=1)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def run_demo(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:

@@ -15,21 +15,20 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from metamanip.atomic import atomic_path
 from metamanip.data.shards import EpisodeReader, list_episodes, trial_segments
 
 log = logging.getLogger(__name__)
 
 
 def _atomic_save_npz(path: Path, **arrays) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
 
 
 def _atomic_save_npy(path: Path, arr: np.ndarray, allow_pickle: bool = False) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    np.save(tmp, arr, allow_pickle=allow_pickle)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, arr, allow_pickle=allow_pickle)
 
 
 def export_calvin(root: str | os.PathLike, out_dir: str | os.PathLike, split: str = "training",

@@ -55,6 +55,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import h5py
 import numpy as np
 
+from metamanip.atomic import json_default
+
 log = logging.getLogger(__name__)
 
 FORMAT = "metamanip-shard"
@@ -324,7 +326,7 @@ def write_episode_group(group: h5py.Group, arrays: Mapping[str, np.ndarray],
         if len(arr) != num_steps:
             raise ValueError(f"episode array {key!r} has {len(arr)} steps, actions have {num_steps}")
     group.attrs["num_steps"] = num_steps
-    group.attrs["meta"] = json.dumps(dict(meta), sort_keys=True, default=_json_default)
+    group.attrs["meta"] = json.dumps(dict(meta), sort_keys=True, default=json_default)
     gz = dict(compression="gzip", compression_opts=options.compression_level, fletcher32=True)
     for key, arr in arrays.items():
         if key in IMAGE_KEYS:
@@ -352,18 +354,6 @@ def write_episode_group(group: h5py.Group, arrays: Mapping[str, np.ndarray],
     blob = json.dumps(sorted(table, key=table.__getitem__)).encode()
     tg.create_dataset("strings", data=np.frombuffer(blob, np.uint8), chunks=(max(1, min(len(blob), 1 << 16)),),
                       **gz)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (set, frozenset)):
-        return sorted(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _init_file(f: h5py.File, shard_id: int) -> None:

@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from metamanip.atomic import atomic_path
+
 log = logging.getLogger(__name__)
 
 MIN_HEIGHT = 192
@@ -59,16 +61,10 @@ def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: int 
     path = Path(path)
     if not frames:
         raise ValueError(f"no frames to write to {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
+    with atomic_path(path) as tmp:
         with imageio.get_writer(tmp, fps=fps, macro_block_size=1) as w:
             for f in frames:
                 w.append_data(f)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     log.info("wrote video %s (%d frames)", path, len(frames))
     return path
 

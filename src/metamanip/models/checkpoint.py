@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from metamanip.atomic import atomic_path
 from metamanip.models.policy import FlamingoPolicy, build_policy
 
 log = logging.getLogger(__name__)
@@ -51,15 +51,8 @@ def checkpoint_payload(policy: FlamingoPolicy) -> dict[str, Any]:
 def save_policy(policy: FlamingoPolicy, path: str | os.PathLike) -> Path:
     """Write the policy checkpoint atomically (temp file + rename): never half-written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp") as tmp:
         torch.save(checkpoint_payload(policy), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -29,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from metamanip.atomic import atomic_write_text
 from metamanip.training import checkpointing, distributed
 from metamanip.training.augment import RandomShift
 from metamanip.training.loggers import NoLogger
@@ -60,18 +60,6 @@ def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]
             for k, v in batch.items()}
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class TrainLog:
     """`train_log.csv`: one row per logged step; on resume, rows past the checkpoint are dropped."""
 
@@ -91,7 +79,7 @@ class TrainLog:
         writer.writeheader()
         writer.writerows(rows)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(path, buf.getvalue())
+        atomic_write_text(path, buf.getvalue())
         self._file = open(path, "a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=LOG_COLUMNS, lineterminator="\n")
 
