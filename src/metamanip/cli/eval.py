@@ -147,6 +147,8 @@ def compatibility_problems(ckpt_cfg: Mapping[str, Any], run_cfg: Mapping[str, An
     pol = dict(ckpt_cfg.get("policy") or {})
     use_gripper = pol.get("use_gripper", (ckpt_cfg.get("backbone") or {}).get("use_gripper", True))
     reads = ("static", "gripper") if use_gripper else ("static",)
+    if "rgb" not in str(pol.get("obs", "rgb")):
+        reads = ()  # a state policy reads robot_obs / scene_obs, which every env gives
     plain = OmegaConf.to_container(cfg.env, resolve=True)
     have = camera_sizes(plain.get("sim"))
     trained = camera_sizes(((run_cfg or {}).get("env") or {}).get("sim")) if run_cfg else None

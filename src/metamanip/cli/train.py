@@ -49,7 +49,9 @@ def heldout_episodes(episode_ids: list[str], val_episodes: float) -> list[str]:
 
 
 def cameras_of(cfg: DictConfig) -> tuple[str, ...]:
-    """The cameras the policy reads."""
+    """The cameras the policy reads (none for `policy.obs=state`)."""
+    if "rgb" not in str(cfg.policy.get("obs", "rgb")):
+        return ()
     use_gripper = cfg.policy.get("use_gripper", cfg.backbone.get("use_gripper", True))
     return ("static", "gripper") if use_gripper else ("static",)
 
@@ -75,7 +77,8 @@ def build_datasets(cfg: DictConfig) -> tuple[Any, Any]:
     train_ids = sorted(set(ids) - set(val_ids))
     kwargs = dict(window_size=window, feedback=str(cfg.data.feedback), cameras=cameras,
                   skip_corrupt=bool(cfg.data.skip_corrupt), stride=int(cfg.data.stride),
-                  cache_mb=float(cfg.data.get("cache_mb", DEFAULT_CACHE_MB)))
+                  cache_mb=float(cfg.data.get("cache_mb", DEFAULT_CACHE_MB)),
+                  text=str(cfg.policy.get("text_input", "trial")))
     try:
         train_set = WindowDataset(root, episodes=train_ids, **kwargs)
     except ValueError as e:
@@ -166,6 +169,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         from metamanip.models.policy import build_policy
 
         policy = build_policy(cfg)
+        if policy.state_encoder is not None:  # a resumed run restores the same statistics from its checkpoint
+            stats = train_set.state_stats(policy.state_encoder.keys)
+            policy.set_state_stats(stats["mean"], stats["std"])
         record_camera_sizes(cfg, train_set[0])
         # a backbone that reads an inner LM layer leaves the blocks above it without gradients
         unused = cfg.backbone.get("feature_layer") is not None and not cfg.trainer.find_unused_parameters

@@ -35,6 +35,9 @@ CAMERAS = {"static": "rgb_static", "gripper": "rgb_gripper"}
 FEEDBACK_KINDS = ("train_feedback", "alt_feedback", "lm_feedback")
 STEP_ARRAYS = ("robot_obs", "scene_obs", "actions", "actions_abs")
 DEFAULT_CACHE_MB = 256.0
+# trial: the feedback in force at a window's last step; first_trial: the episode's first feedback in every
+# window (the feedback ablation: the policy cannot know what it already tried)
+TEXT_MODES = ("trial", "first_trial")
 
 
 class ByteLRU:
@@ -104,7 +107,7 @@ class WindowDataset(Dataset):
 
     Item: `rgb_static` uint8 (T,3,H,W), `rgb_gripper` uint8 (T,3,h,w) (the chosen `cameras`),
     `robot_obs` f32 (T,15), `scene_obs` f32 (T,24), `actions` f32 (T,7) relative with gripper ±1,
-    `actions_abs` f32 (T,7), `text` str.
+    `actions_abs` f32 (T,7), `text` str (`text="first_trial"`: the episode's first feedback in every window).
 
     `cache_mb`: bound of this process's cache of episode arrays and decoded image chunks, in MiB (per
     DataLoader worker; 0 = no cache across calls).
@@ -113,7 +116,10 @@ class WindowDataset(Dataset):
     def __init__(self, root: str | os.PathLike, window_size: int = 12,
                  feedback: str = "train_feedback", cameras: Sequence[str] = ("static", "gripper"),
                  skip_corrupt: bool = False, episodes: Sequence[str] | None = None,
-                 stride: int = 1, cache_mb: float = DEFAULT_CACHE_MB):
+                 stride: int = 1, cache_mb: float = DEFAULT_CACHE_MB, text: str = "trial"):
+        if text not in TEXT_MODES:
+            raise ValueError(f"text={text!r} is not a text mode; choose one of {TEXT_MODES}")
+        self.text = text
         if feedback not in TEXT_KINDS:
             raise ValueError(f"feedback={feedback!r} is not a stored text; choose one of {TEXT_KINDS}")
         unknown = [c for c in cameras if c not in CAMERAS]
@@ -262,8 +268,19 @@ class WindowDataset(Dataset):
             item[key] = torch.from_numpy(frames)
         for key in STEP_ARRAYS:
             item[key] = torch.from_numpy(ep.arrays[key][s:stop].copy())
-        item["text"] = ep.strings[int(ep.text_index[stop - 1])]
+        at = 0 if self.text == "first_trial" else stop - 1
+        item["text"] = ep.strings[int(ep.text_index[at])]
         return item
+
+    def state_stats(self, keys: Sequence[str] = ("robot_obs", "scene_obs")) -> dict[str, np.ndarray]:
+        """Mean and std per dimension of the concatenated state over every step of this dataset's episodes
+        (what a state policy normalises with)."""
+        rows = []
+        for e in range(len(self.refs)):
+            ep = self._cache.get(("episode", e), lambda e=e: self._load_episode(e))
+            rows.append(np.concatenate([ep.arrays[k] for k in keys], axis=-1).astype(np.float64))
+        x = np.concatenate(rows, axis=0)
+        return {"mean": x.mean(0).astype(np.float32), "std": x.std(0).astype(np.float32)}
 
     def __getstate__(self) -> dict:  # pickled for spawned workers: no handles, an empty cache
         state = self.__dict__.copy()

@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 IMAGE_KEYS = ("rgb_static", "rgb_gripper", "depth_static", "depth_gripper")
 
 
+def first_trial_text(policy: Any) -> bool:
+    """Whether the policy reads the episode's first feedback in every trial (`policy.text_input=first_trial`,
+    the feedback ablation): it then never sees what it already tried."""
+    return getattr(policy, "text_input", "trial") == "first_trial"
+
+
 class PolicyAgent:
     """Batched policy inference over `num_envs` env slots (the DESIGN.md `select_action`/`reset` API)."""
 
@@ -29,11 +35,14 @@ class PolicyAgent:
         self.policy = policy
         self.num_envs = int(num_envs)
         self.key = feedback_key(feedback)
+        self.ablated = first_trial_text(policy)
+        self.first_text: list[str | None] = [None] * self.num_envs
         if hasattr(policy, "eval"):
             policy.eval()
 
     def begin_episode(self, slot: int, info: Mapping[str, Any]) -> None:
         self.policy.reset(env_ids=[slot])
+        self.first_text[slot] = str(info["feedback"][self.key])
 
     def end_trial(self, slot: int) -> None:
         self.policy.reset(env_ids=[slot])
@@ -43,6 +52,8 @@ class PolicyAgent:
         keys = [k for k in obs[0] if isinstance(obs[0][k], np.ndarray)]
         batch = {k: np.stack([o[k] for o in obs]) for k in keys}
         texts = [str(i["feedback"][self.key]) for i in infos]
+        if self.ablated:
+            texts = [t if self.first_text[j] is None else self.first_text[j] for j, t in enumerate(texts)]
         import torch
 
         with torch.inference_mode():
@@ -85,20 +96,24 @@ class PolicyEpisodeAgent:
     def __init__(self, policy: Any, feedback: str = "train"):
         self.policy = policy
         self.key = feedback_key(feedback)
+        self.ablated = first_trial_text(policy)
+        self.first_text: str | None = None
         if hasattr(policy, "eval"):
             policy.eval()
 
     def reset_episode(self, info: Mapping[str, Any]) -> None:
         self.policy.reset()
+        self.first_text = str(info["feedback"][self.key])
 
     def act(self, obs: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
         if info.get("trial_done"):
             self.policy.reset()
         batch = {k: v[None] for k, v in obs.items() if isinstance(v, np.ndarray)}
+        text = self.first_text if (self.ablated and self.first_text is not None) else str(info["feedback"][self.key])
         import torch
 
         with torch.inference_mode():
-            action = self.policy.select_action(batch, [str(info["feedback"][self.key])])
+            action = self.policy.select_action(batch, [text])
         return np.asarray(action, dtype=np.float32).reshape(-1, 7)[0]
 
 

@@ -31,9 +31,10 @@ def _random_init_prefixes(config: Mapping[str, Any] | None) -> list[str]:
 
 
 def policy_state_dict(policy: FlamingoPolicy) -> dict[str, torch.Tensor]:
-    """Trainable parameters + every tensor of randomly initialised components, on CPU."""
+    """Trainable parameters + every tensor of randomly initialised components + the state encoder's
+    normalisation statistics, on CPU."""
     trainable = {name for name, p in policy.named_parameters() if p.requires_grad}
-    prefixes = _random_init_prefixes(policy.config)
+    prefixes = _random_init_prefixes(policy.config) + ["state_encoder."]
     return {
         name: t.detach().cpu()
         for name, t in policy.state_dict().items()

@@ -5,6 +5,12 @@
   pooled features to each environment's history (at most `window_size` steps) and decodes the last step;
   the decoder re-runs from scratch over that history, which equals the training forward on that window.
 - `reset(env_ids)` clears histories between trials.
+
+`obs` picks the inputs: `rgb` (cameras through the Flamingo backbone), `state` (robot_obs + scene_obs,
+normalised with training-set statistics the policy stores, beside the LM's pooled feature of the feedback
+text) or `rgb+state` (both, concatenated per step). The feedback always enters through the language model.
+`text_input=first_trial` marks a policy trained and evaluated on the episode's first feedback in every
+trial (the feedback ablation); the dataset and the evaluation agents read it from the policy config.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from metamanip.models.backbone import FUSION_MODES, FlamingoBackbone
+from metamanip.models.state import OBS_MODES, StateEncoder
 
 log = logging.getLogger(__name__)
 
 POLICY_CONFIG_KEYS = ("backbone", "decoder", "policy")
 WEIGHT_DECAY_SCOPES = ("matrices", "cross_attention")
+TEXT_INPUTS = ("trial", "first_trial")
 
 
 class FlamingoPolicy(nn.Module):
@@ -37,8 +45,21 @@ class FlamingoPolicy(nn.Module):
         window_size: int = 12,
         config: Mapping[str, Any] | None = None,
         weight_decay_on: str = "matrices",
+        obs: str = "rgb",
+        state_encoder: StateEncoder | None = None,
+        text_input: str = "trial",
     ) -> None:
         super().__init__()
+        if obs not in OBS_MODES:
+            raise ValueError(f"policy.obs must be one of {OBS_MODES}, got '{obs}'")
+        if (state_encoder is not None) != ("state" in obs):
+            raise ValueError(f"policy.obs={obs} needs a state encoder exactly when it reads state")
+        if text_input not in TEXT_INPUTS:
+            raise ValueError(f"policy.text_input must be one of {TEXT_INPUTS}, got '{text_input}'")
+        self.obs = obs
+        self.uses_images = "rgb" in obs
+        self.state_encoder = state_encoder
+        self.text_input = text_input
         if window_size < 1:
             raise ValueError(f"window_size must be >= 1, got {window_size}")
         if weight_decay_on not in WEIGHT_DECAY_SCOPES:
@@ -55,6 +76,19 @@ class FlamingoPolicy(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.backbone.image_mean.device
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        """The cameras the policy reads (none for `obs=state`)."""
+        if not self.uses_images:
+            return ()
+        return ("static", "gripper") if self.backbone.use_gripper else ("static",)
+
+    def set_state_stats(self, mean: Any, std: Any) -> None:
+        """Training-set statistics of the state (robot_obs then scene_obs), stored in the checkpoint."""
+        if self.state_encoder is None:
+            raise ValueError(f"this policy (obs={self.obs}) reads no state")
+        self.state_encoder.set_stats(mean, std)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimiser should update (resampler, cross-attention, embeddings, decoder, ...)."""
@@ -102,24 +136,45 @@ class FlamingoPolicy(nn.Module):
         features = bb(static, gripper, input_ids, attention_mask)
         return bb.pool(features, attention_mask)
 
+    def text_features(self, texts: Sequence[str]) -> torch.Tensor:
+        """Pooled LM features (N, d) of the prompts alone (no image): the text input of a state policy."""
+        ids, mask = self.backbone.tokenize(list(texts), self.device)
+        out = self.backbone.lang_encoder.base_model(input_ids=ids, attention_mask=mask, use_cache=False,
+                                                    output_hidden_states=self.backbone.feature_layer is not None)
+        hidden = out.hidden_states[self.backbone.feature_layer] if self.backbone.feature_layer is not None \
+            else out.last_hidden_state
+        return self.backbone.pool(hidden, mask)
+
     def window_features(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        """Collated batch -> pooled features (B, T, d); every frame is encoded with its window's text."""
-        static = torch.as_tensor(batch["rgb_static"], device=self.device)
-        if static.ndim != 5:
-            raise ValueError(f"batch['rgb_static'] must be (B, T, 3, H, W), got shape {tuple(static.shape)}")
-        b, t = static.shape[:2]
-        gripper = None
-        if self.backbone.use_gripper:
-            if "rgb_gripper" not in batch:
-                raise ValueError("the policy uses the gripper camera but the batch has no 'rgb_gripper'")
-            gripper = torch.as_tensor(batch["rgb_gripper"], device=self.device).flatten(0, 1)
+        """Collated batch -> per-step features (B, T, d'); every frame is encoded with its window's text,
+        and with `obs` holding state the step's encoded state is appended."""
         texts = list(batch["text"])
-        if len(texts) != b:
-            raise ValueError(f"batch['text'] has {len(texts)} strings for a batch of {b} windows")
-        ids, mask = self.backbone.tokenize(texts, self.device)
-        ids, mask = ids.repeat_interleave(t, dim=0), mask.repeat_interleave(t, dim=0)
-        pooled = self.encode_frames(static.flatten(0, 1), gripper, ids, mask)
-        return pooled.unflatten(0, (b, t))
+        b = len(texts)
+        parts = []
+        if self.uses_images:
+            static = torch.as_tensor(batch["rgb_static"], device=self.device)
+            if static.ndim != 5:
+                raise ValueError(f"batch['rgb_static'] must be (B, T, 3, H, W), got shape {tuple(static.shape)}")
+            if static.shape[0] != b:
+                raise ValueError(f"batch['text'] has {b} strings for a batch of {static.shape[0]} windows")
+            t = static.shape[1]
+            gripper = None
+            if self.backbone.use_gripper:
+                if "rgb_gripper" not in batch:
+                    raise ValueError("the policy uses the gripper camera but the batch has no 'rgb_gripper'")
+                gripper = torch.as_tensor(batch["rgb_gripper"], device=self.device).flatten(0, 1)
+            ids, mask = self.backbone.tokenize(texts, self.device)
+            ids, mask = ids.repeat_interleave(t, dim=0), mask.repeat_interleave(t, dim=0)
+            pooled = self.encode_frames(static.flatten(0, 1), gripper, ids, mask)
+            parts.append(pooled.unflatten(0, (b, t)))
+        if self.state_encoder is not None:
+            state = self.state_encoder.gather(batch)
+            if state.ndim != 3 or state.shape[0] != b:
+                raise ValueError(f"batch states must be (B, T, dims) for {b} windows, got {tuple(state.shape)}")
+            if not self.uses_images:  # the text is the same at every step of a window: encode it once
+                parts.append(self.text_features(texts)[:, None].expand(-1, state.shape[1], -1))
+            parts.append(self.state_encoder(state))
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
     # ---------------------------------------------------------------- training
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -145,25 +200,37 @@ class FlamingoPolicy(nn.Module):
 
     @torch.no_grad()
     def select_action(self, obs: Mapping[str, np.ndarray], text: Sequence[str]) -> np.ndarray:
-        """obs: batched numpy arrays ("rgb_static" (N, H, W, 3) uint8, "rgb_gripper", ...); text: N strings.
+        """obs: batched numpy arrays ("rgb_static" (N, H, W, 3) uint8, "rgb_gripper", "robot_obs" (N, 15),
+        "scene_obs" (N, 24): those the policy's `obs` mode reads); text: N strings.
 
         Returns (N, 7) relative actions with the gripper as +-1.
         """
-        if "rgb_static" not in obs:
-            raise ValueError(f"select_action needs obs['rgb_static'] (N, H, W, 3), got keys {sorted(obs)}")
-        static = torch.as_tensor(np.asarray(obs["rgb_static"]), device=self.device)
-        if static.ndim != 4 or static.shape[-1] != 3:
-            raise ValueError(f"obs['rgb_static'] must be batched (N, H, W, 3), got shape {tuple(static.shape)}")
-        n = static.shape[0]
-        if len(text) != n:
-            raise ValueError(f"select_action got {len(text)} texts for {n} environments")
-        gripper = None
-        if self.backbone.use_gripper:
-            if "rgb_gripper" not in obs:
-                raise ValueError("the policy uses the gripper camera but obs has no 'rgb_gripper'")
-            gripper = torch.as_tensor(np.asarray(obs["rgb_gripper"]), device=self.device).permute(0, 3, 1, 2)
-        ids, mask = self.backbone.tokenize(list(text), self.device)
-        pooled = self.encode_frames(static.permute(0, 3, 1, 2), gripper, ids, mask)
+        n = len(text)
+        parts = []
+        if self.uses_images:
+            if "rgb_static" not in obs:
+                raise ValueError(f"select_action needs obs['rgb_static'] (N, H, W, 3), got keys {sorted(obs)}")
+            static = torch.as_tensor(np.asarray(obs["rgb_static"]), device=self.device)
+            if static.ndim != 4 or static.shape[-1] != 3:
+                raise ValueError(f"obs['rgb_static'] must be batched (N, H, W, 3), got shape {tuple(static.shape)}")
+            if static.shape[0] != n:
+                raise ValueError(f"select_action got {n} texts for {static.shape[0]} environments")
+            gripper = None
+            if self.backbone.use_gripper:
+                if "rgb_gripper" not in obs:
+                    raise ValueError("the policy uses the gripper camera but obs has no 'rgb_gripper'")
+                gripper = torch.as_tensor(np.asarray(obs["rgb_gripper"]), device=self.device).permute(0, 3, 1, 2)
+            ids, mask = self.backbone.tokenize(list(text), self.device)
+            parts.append(self.encode_frames(static.permute(0, 3, 1, 2), gripper, ids, mask))
+        if self.state_encoder is not None:
+            state = self.state_encoder.gather(obs)
+            if state.ndim != 2 or state.shape[0] != n:
+                raise ValueError(f"select_action got {n} texts but states of shape {tuple(state.shape)} "
+                                 "(expected (N, dims))")
+            if not self.uses_images:
+                parts.append(self.text_features(text))
+            parts.append(self.state_encoder(state))
+        pooled = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
         if len(self._history) != n:
             if self._history:
@@ -201,21 +268,30 @@ def build_policy(cfg: Mapping[str, Any] | DictConfig) -> FlamingoPolicy:
     pol = dict(config["policy"])
     window_size = int(pol.pop("window_size", 12))
     weight_decay_on = pol.pop("weight_decay_on", "matrices")
+    obs = str(pol.pop("obs", "rgb"))
+    state_features = int(pol.pop("state_features", 64))
+    state_hidden = list(pol.pop("state_hidden", [128]))
+    text_input = str(pol.pop("text_input", "trial"))
+    if obs not in OBS_MODES:
+        raise ValueError(f"policy.obs must be one of {OBS_MODES}, got '{obs}'")
     backbone_kwargs = {k: pol.pop(k) for k in ("use_gripper", "fusion_mode") if k in pol}
     if pol:
         raise ValueError(
-            f"unknown policy options {sorted(pol)}; known: window_size, use_gripper, fusion_mode, weight_decay_on"
+            f"unknown policy options {sorted(pol)}; known: window_size, use_gripper, fusion_mode, weight_decay_on, "
+            "obs, state_features, state_hidden, text_input"
         )
     if backbone_kwargs.get("fusion_mode", "post") not in FUSION_MODES:
         raise ValueError(f"policy.fusion_mode must be one of {FUSION_MODES}, got '{backbone_kwargs['fusion_mode']}'")
     backbone = instantiate(OmegaConf.create(config["backbone"]), **backbone_kwargs, _convert_="all")
+    state_encoder = StateEncoder(state_features, state_hidden) if "state" in obs else None
     decoder = instantiate(
         OmegaConf.create(config["decoder"]),
-        in_features=backbone.feature_dim,
+        in_features=backbone.feature_dim + (state_features if state_encoder is not None else 0),
         window_size=window_size,
         _convert_="all",
     )
-    policy = FlamingoPolicy(backbone, decoder, window_size=window_size, config=config, weight_decay_on=weight_decay_on)
+    policy = FlamingoPolicy(backbone, decoder, window_size=window_size, config=config, weight_decay_on=weight_decay_on,
+                            obs=obs, state_encoder=state_encoder, text_input=text_input)
     n_train = sum(p.numel() for p in policy.trainable_parameters())
     n_all = sum(p.numel() for p in policy.parameters())
     log.info("built policy: %.1fM parameters, %.1fM trainable", n_all / 1e6, n_train / 1e6)

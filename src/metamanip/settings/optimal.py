@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 from metamanip.settings.splits import explore_pool
 from metamanip.settings.trial_limits import combi_unrewarded_trials
 
+STRATEGIES = ("optimal", "listed", "random")
 OBJECTS_PER_EPISODE = {"combi_explore": 4, "single_object": 1}
 _EPS = 1e-12
 
@@ -63,6 +64,8 @@ def optimal_explorer(setting: str, num_objs: int | None, num_trials: int,
     or a mapping pair -> probability); None means uniform. `success_by_trial[t]` is the probability that
     trial t + 1 is rewarded. `strategy="listed"` scores the thesis' rule (explore in listed order, then
     repeat) instead of the Bayes-optimal order; the two agree for uniform and decreasing distributions.
+    `strategy="random"` scores an agent that ignores the feedback and picks one listed object (Combi: one
+    pair) uniformly at random in every trial: the floor a policy that reads the feedback must beat.
     """
     if setting == "explore":
         if num_objs is None:
@@ -74,15 +77,25 @@ def optimal_explorer(setting: str, num_objs: int | None, num_trials: int,
         raise ValueError(f"setting must be 'explore', 'combi_explore' or 'single_object', got {setting!r}")
     if not isinstance(num_trials, int) or num_trials < 1:
         raise ValueError(f"num_trials must be a positive integer, got {num_trials!r}")
-    if strategy not in ("optimal", "listed"):
-        raise ValueError(f"strategy must be 'optimal' or 'listed', got {strategy!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     hyps = _hypotheses(setting, n, position_probs)
     if strategy == "listed":
         return _listed(setting, hyps, num_trials)
     size = 2 if setting == "combi_explore" else 1
     actions = tuple(frozenset(a) for a in itertools.combinations(range(n), size))
+    if strategy == "random":
+        return _random(hyps, num_trials, actions)
     value, curve, found = _solve(tuple(hyps), num_trials, actions, size)
     return {"average_reward": value, "ratio_reward_found": found, "success_by_trial": list(curve)}
+
+
+def _random(hyps: list[tuple[frozenset[int], float]], num_trials: int, actions: tuple[frozenset[int], ...]) -> dict:
+    # each trial, an action drawn uniformly is rewarded when it covers the hidden hypothesis
+    hit = sum(p * sum(h <= a for a in actions) / len(actions) for h, p in hyps)
+    curve = [hit] * num_trials
+    return {"average_reward": hit * num_trials, "ratio_reward_found": 1.0 - (1.0 - hit) ** num_trials,
+            "success_by_trial": curve}
 
 
 def _listed(setting: str, hyps: list[tuple[frozenset[int], float]], num_trials: int) -> dict:
