@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/metamanip-pipeline experiment=smoke
+	$(VENV)/bin/metamanip-pipeline experiment=demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

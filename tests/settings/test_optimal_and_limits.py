@@ -108,3 +108,16 @@ def test_latch_events_and_toggle_rule():
     assert latch.update({"lift_red_block_table"}) == ["lift_red_block_table"]
     assert latch.update(set()) == []  # a put-down block stays lifted
     assert latch.completed == ["open_drawer", "close_drawer", "lift_red_block_table"]
+
+
+def test_random_object_strategy_is_one_in_k_per_trial_and_ignores_feedback():
+    from metamanip.settings.optimal import balanced_positions, optimal_explorer
+
+    r = optimal_explorer("explore", 3, 3, balanced_positions(3, 3), strategy="random")
+    assert r["success_by_trial"] == pytest.approx([1 / 3] * 3)
+    assert r["average_reward"] == pytest.approx(1.0)
+    assert r["ratio_reward_found"] == pytest.approx(1 - (2 / 3) ** 3)
+    combi = optimal_explorer("combi_explore", None, 2, strategy="random")  # one of 6 pairs
+    assert combi["success_by_trial"] == pytest.approx([1 / 6, 1 / 6])
+    opt = optimal_explorer("explore", 3, 3, balanced_positions(3, 3))
+    assert opt["average_reward"] > r["average_reward"]

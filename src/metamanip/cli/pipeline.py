@@ -1,6 +1,7 @@
 """`metamanip-pipeline`: the main job, collect → train → eval → results table, in one job dir.
 
-    metamanip-pipeline experiment=smoke          # the tiny CPU preset `make demo` runs
+    metamanip-pipeline experiment=demo           # what `make demo` runs: a state policy that learns to explore
+    metamanip-pipeline experiment=smoke          # everything tiny, a minute on a CPU
 
 One composed config (the node names of collect.yaml, train.yaml and eval.yaml) feeds the three stages'
 own `run(cfg)`; each stage writes into its subdir (collect/, train/, eval/) and is resumable on its own,
@@ -112,6 +113,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+def compare_by_trial(summaries: dict[str, dict[str, Any]]) -> str:
+    """Success by trial of several agents side by side (one row per agent, one column per trial)."""
+    n = max(len(s["success_by_trial"]) for s in summaries.values())
+    width = max(len(k) for k in summaries)
+    head = f"{'success by trial':<{width + 2}}" + "".join(f"{'trial ' + str(t + 1):>9}" for t in range(n)) \
+        + f"{'avg_reward':>12}"
+    rows = [f"{name:<{width + 2}}" + "".join(f"{v:>9.2f}" for v in s["success_by_trial"])
+            + f"{s['average_reward']:>12.2f}" for name, s in summaries.items()]
+    return "\n".join([head, *rows])
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="pipeline")
 def main(cfg: DictConfig) -> float | None:
     from metamanip.cli.eval import format_table
@@ -127,8 +139,10 @@ def main(cfg: DictConfig) -> float | None:
     print(format_table(summary))
     baseline = Path(cfg.paths.output_dir) / "baseline" / "summary.json"
     if cfg.pipeline.get("baseline") and baseline.is_file():
+        oracle = json.loads(baseline.read_text())
         print("\nbaseline: the oracle through the same protocol (same episodes)")
-        print(format_table(json.loads(baseline.read_text())))
+        print(format_table(oracle))
+        print("\n" + compare_by_trial({"policy": summary, "oracle": oracle}))
     print(f"results in {cfg.paths.output_dir}")
     return objective(cfg, metrics)
 
