@@ -19,17 +19,14 @@ STATE_ENV = ["env=explore", "env.num_objs=3", "env.num_trials=3", "env.rollout_s
 
 
 def state_checkpoint(path, **policy):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-    from conftest import tiny_config
-
+    """A tiny state policy (random weights, statistics set) from the real conf/ presets."""
     from metamanip.models.checkpoint import save_policy
     from metamanip.models.policy import build_policy
 
+    cfg = compose("train", ["backbone=tiny", "decoder=fc", "policy=tiny", "policy.obs=state",
+                            "policy.window_size=2", *[f"policy.{k}={v}" for k, v in policy.items()]], path.parent / "cfg")
     torch.manual_seed(0)
-    pol = build_policy(tiny_config("tiny", "fc", obs="state", window_size=2, **policy))
+    pol = build_policy(cfg)
     pol.set_state_stats(np.zeros(39), np.ones(39))
     return save_policy(pol, path)
 
