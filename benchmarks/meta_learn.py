@@ -91,7 +91,7 @@ def main() -> None:
             e3["oracle"] = figures(state_job / "baseline" / "summary.json", None)
         if "ablated" in args.rows:
             job = root / "explore_3_ablated"
-            pipeline_job("meta_learn_state_3", job, ["policy.text_input=first_trial", *args.overrides],
+            pipeline_job("meta_learn_ablated_3", job, list(args.overrides),
                          dataset=state_job / "collect" / "dataset")
             e3["ablated"] = figures(job / "eval" / "summary.json", job / "train")
         if "vision" in args.rows:
