@@ -122,3 +122,15 @@ def test_submitit_job_that_times_out_is_requeued_and_resumes(tmp_path, dataset):
     assert "timed-out" in logs and "Requeued" in logs
     runs = sorted((job_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and len({r.name.rsplit("-", 1)[-1] for r in runs}) == 1  # same wandb run id
+
+
+def test_torchrun_ddp_trains_a_state_policy_whose_vision_parts_get_no_gradient(tmp_path, dataset):
+    out = tmp_path / "ddp_state"
+    cmd = [str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "metamanip.cli.train",
+           *COMMON, f"data.dir={dataset}", "policy.obs=state", "trainer.max_steps=3", "trainer.save_every_steps=0",
+           "trainer.device=cpu", "logger=none", f"hydra.run.dir={out}"]
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ckpt = load_checkpoint(out / "checkpoints/last.pt")
+    assert ckpt["step"] == 3 and ckpt["world_size"] == 2
+    assert bool(ckpt["policy"]["state_dict"]["state_encoder.stats_set"])

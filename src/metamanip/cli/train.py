@@ -173,8 +173,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             stats = train_set.state_stats(policy.state_encoder.keys)
             policy.set_state_stats(stats["mean"], stats["std"])
         record_camera_sizes(cfg, train_set[0])
-        # a backbone that reads an inner LM layer leaves the blocks above it without gradients
-        unused = cfg.backbone.get("feature_layer") is not None and not cfg.trainer.find_unused_parameters
+        # a backbone that reads an inner LM layer leaves the blocks above it without gradients, and a state
+        # policy leaves the vision encoder, resampler and cross-attention without any
+        unused = ((cfg.backbone.get("feature_layer") is not None or not policy.uses_images)
+                  and not cfg.trainer.find_unused_parameters)
         trainer = instantiate(cfg.trainer, **({"find_unused_parameters": True} if unused else {}))
         logger = instantiate(cfg.logger)
         metrics = trainer.fit(policy, train_set, val_set, out, logger=logger,
