@@ -22,8 +22,8 @@ from metamanip.cli.jobstate import job, objective
 from metamanip.evaluation.agents import OracleFactory, PolicyFactory
 from metamanip.evaluation.evaluator import evaluate
 from metamanip.evaluation.metrics import metrics_from_summary
-from metamanip.evaluation.protocol import (COMBI, EXPLORE, EpisodeSpec, combi_episodes, explore_episodes,
-                                           mark_videos)
+from metamanip.evaluation.plan import (SINGLE, env_for_split, num_objs_of, protocol_specs, setting_of,  # noqa: F401
+                                       trial_budget_of)
 from metamanip.evaluation.rollout import feedback_key
 from metamanip.evaluation.workers import ConfigFactory
 
@@ -31,56 +31,10 @@ log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
 AGENTS = ("policy", "oracle")
-SINGLE = "single_object"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be evaluated under this config (missing, unreadable or mismatched)."""
-
-
-def setting_of(env_cfg: Mapping[str, Any]) -> str:
-    """explore | combi_explore | single_object, from the env node's `name` or its `_target_`."""
-    name = str(env_cfg.get("name") or env_cfg.get("_target_", "")).rsplit(".", 1)[-1].lower()
-    if "combi" in name:
-        return COMBI
-    if "single" in name:
-        return SINGLE
-    if "explore" in name:
-        return EXPLORE
-    raise ValueError(f"cannot tell the setting of env node {env_cfg.get('_target_')!r}: choose env=explore, "
-                     "env=combi_explore or env=single_object")
-
-
-def trial_budget_of(env_cfg: DictConfig) -> tuple[int, int]:
-    """(num_trials, trial_steps) the setting will use, resolved the setting's way without building it."""
-    from hydra.utils import get_class
-
-    from metamanip.settings.meta_env import trial_budget
-
-    cls = get_class(env_cfg._target_)
-    plain = OmegaConf.to_container(env_cfg, resolve=True)
-    return trial_budget(plain.get("num_trials"), plain.get("trial_steps"), plain.get("rollout_steps"),
-                        cls.thesis_num_trials(plain), setting_of(env_cfg))
-
-
-def protocol_specs(cfg: DictConfig) -> list[EpisodeSpec]:
-    """The episodes of the thesis protocol for this config (split, num_resets, seed, videos)."""
-    from metamanip.settings.splits import combi_pairs, explore_pool
-
-    setting = setting_of(cfg.env)
-    split, num_resets, seed = cfg.eval.split, int(cfg.eval.num_resets), int(cfg.seed)
-    num_trials, _ = trial_budget_of(cfg.env)
-    if setting == COMBI:
-        specs = combi_episodes(combi_pairs().pairs(split), num_resets, seed)
-    elif setting == SINGLE:
-        from metamanip.settings.single_object import single_pool
-
-        combos = single_pool(cfg.env.object).combinations(split)
-        specs = explore_episodes(combos, num_resets, num_trials, seed, setting=SINGLE)
-    else:
-        pool = explore_pool(int(cfg.env.num_objs), bool(cfg.env.get("block_holdout", False)))
-        specs = explore_episodes(pool.combinations(split), num_resets, num_trials, seed)
-    return mark_videos(specs, int(cfg.eval.videos))
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -209,12 +163,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return metrics_from_summary(summary)
 
 
-def num_objs_of(env_cfg: Mapping[str, Any]) -> int:
-    """The objects-per-setting figure of the thesis tables: num_objs (Explore), 4 (Combi), 1 (single)."""
-    setting = setting_of(env_cfg)
-    return 4 if setting == COMBI else 1 if setting == SINGLE else int(env_cfg["num_objs"])
-
-
 @contextmanager
 def cores_shared(num_workers: int) -> Iterator[int]:
     """Leave one core per env worker while evaluating: torch in this process gets the rest (at least one
@@ -230,15 +178,6 @@ def cores_shared(num_workers: int) -> Iterator[int]:
         yield threads
     finally:
         torch.set_num_threads(before)
-
-
-def env_for_split(env_cfg: DictConfig, split: str) -> DictConfig:
-    """The env node with the evaluation split set (held-out paraphrase templates and combinations)."""
-    node = env_cfg.copy()
-    with open_dict(node):
-        if "split" in node:
-            node.split = split
-    return node
 
 
 def run_choices(cfg: DictConfig, setting: str, ckpt_cfg: Mapping[str, Any] | None) -> dict[str, Any]:

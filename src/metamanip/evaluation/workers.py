@@ -1,9 +1,11 @@
 """Environment worker processes for parallel evaluation.
 
-Each worker owns one setting env (built in the worker from a picklable factory) and answers commands
-over a pipe: `reset`/`step` for lockstep rollouts whose agent lives in the parent (a policy batched across
-workers), and `episode` for whole episodes run by a per-env agent inside the worker (oracles). A failure in
-a worker comes back to the parent as an exception carrying the worker's traceback.
+Each worker owns `envs_per_worker` setting envs (built in the worker from a picklable factory) and
+answers commands over a pipe: `reset`/`step` (its first env) and `reset_many`/`step_many` (a list of
+(env index, ...) in, a list of answers out) for lockstep rollouts whose agent lives in the parent (a
+policy batched across workers and envs), and `episode` for whole episodes run by a per-env agent inside
+the worker (oracles). A failure in a worker comes back to the parent as an exception carrying the
+worker's traceback.
 """
 from __future__ import annotations
 
@@ -32,13 +34,15 @@ def slim_info(info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _worker_main(conn: Connection, env_factory: Callable[[], Any],
-                 agent_factory: Callable[[Any], Any] | None, threads: int) -> None:
+                 agent_factory: Callable[[Any], Any] | None, threads: int, num_envs: int = 1) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     from metamanip.evaluation.rollout import run_episode
 
     env = agent = None
+    envs: list[Any] = []
     try:
-        env = env_factory()
+        envs = [env_factory() for _ in range(num_envs)]
+        env = envs[0]
         agent = agent_factory(env) if agent_factory is not None else None
         if "torch" in sys.modules:  # an agent with a network: keep to this worker's share of the cores
             sys.modules["torch"].set_num_threads(threads)
@@ -61,6 +65,16 @@ def _worker_main(conn: Connection, env_factory: Callable[[], Any],
             elif cmd == "step":
                 obs, reward, terminated, truncated, info = env.step(payload)
                 out = (obs, reward, terminated, truncated, slim_info(info))
+            elif cmd == "reset_many":  # [(env index, seed, options)]
+                out = []
+                for j, seed, options in payload:
+                    obs, info = envs[j].reset(seed=seed, options=options)
+                    out.append((obs, slim_info(info)))
+            elif cmd == "step_many":  # [(env index, action)]
+                out = []
+                for j, action in payload:
+                    obs, reward, terminated, truncated, info = envs[j].step(action)
+                    out.append((obs, reward, terminated, truncated, slim_info(info)))
             elif cmd == "episode":
                 if agent is None:
                     raise RuntimeError("this pool has no per-env agent: build it with agent_factory")
@@ -71,11 +85,12 @@ def _worker_main(conn: Connection, env_factory: Callable[[], Any],
             conn.send(("ok", out))
         except BaseException:
             conn.send(("error", traceback.format_exc()))
-    if env is not None and hasattr(env, "close"):
-        try:
-            env.close()
-        except Exception:  # pragma: no cover - best effort at shutdown
-            pass
+    for e in envs:
+        if hasattr(e, "close"):
+            try:
+                e.close()
+            except Exception:  # pragma: no cover - best effort at shutdown
+                pass
 
 
 #: Imported once by the fork server, so each worker starts as a cheap fork with these already loaded.
@@ -93,19 +108,24 @@ def _context(start_method: str | None) -> mp.context.BaseContext:
 
 
 class EnvWorkerPool:
-    """N worker processes, each owning one env; use as a context manager so workers always stop."""
+    """N worker processes, each owning `envs_per_worker` envs; use as a context manager so workers
+    always stop."""
 
     def __init__(self, env_factory: Callable[[], Any], num_workers: int,
                  agent_factory: Callable[[Any], Any] | None = None, threads_per_worker: int = 1,
-                 start_method: str | None = None):
+                 start_method: str | None = None, envs_per_worker: int = 1):
         if num_workers < 1:
             raise ValueError(f"eval.num_workers must be >= 1, got {num_workers}")
+        if envs_per_worker < 1:
+            raise ValueError(f"envs_per_worker must be >= 1, got {envs_per_worker}")
+        self.envs_per_worker = int(envs_per_worker)
         ctx = _context(start_method)
         self.conns: list[Connection] = []
         self.procs: list[mp.process.BaseProcess] = []
         for i in range(num_workers):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker_main, args=(child, env_factory, agent_factory, threads_per_worker),
+            p = ctx.Process(target=_worker_main, args=(child, env_factory, agent_factory, threads_per_worker,
+                                                         self.envs_per_worker),
                             name=f"metamanip-env-{i}", daemon=True)
             p.start()
             child.close()

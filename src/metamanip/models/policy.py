@@ -198,13 +198,12 @@ class FlamingoPolicy(nn.Module):
             if 0 <= i < len(self._history):
                 self._history[i] = []
 
-    @torch.no_grad()
-    def select_action(self, obs: Mapping[str, np.ndarray], text: Sequence[str]) -> np.ndarray:
-        """obs: batched numpy arrays ("rgb_static" (N, H, W, 3) uint8, "rgb_gripper", "robot_obs" (N, 15),
-        "scene_obs" (N, 24): those the policy's `obs` mode reads); text: N strings.
-
-        Returns (N, 7) relative actions with the gripper as +-1.
-        """
+    def step_features(self, obs: Mapping[str, np.ndarray], text: Sequence[str],
+                      text_cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Per-step features (N, d') of the current observations of N environments: what `select_action`
+        appends to each history. `text_cache` (a dict the caller owns and clears whenever the weights
+        change) keeps the LM features of texts already seen, for a state policy whose text changes only
+        at decision points."""
         n = len(text)
         parts = []
         if self.uses_images:
@@ -228,9 +227,43 @@ class FlamingoPolicy(nn.Module):
                 raise ValueError(f"select_action got {n} texts but states of shape {tuple(state.shape)} "
                                  "(expected (N, dims))")
             if not self.uses_images:
-                parts.append(self.text_features(text))
+                parts.append(self._cached_text_features(list(text), text_cache))
             parts.append(self.state_encoder(state))
-        pooled = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+    def _cached_text_features(self, texts: list[str], cache: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        if cache is None:
+            return self.text_features(texts)
+        new = sorted({t for t in texts if t not in cache})
+        if new:
+            for t, f in zip(new, self.text_features(new)):
+                cache[t] = f
+        return torch.stack([cache[t] for t in texts])
+
+    def action_params(self, windows: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Arm means (B, 6) in [-1, 1] and gripper logits (B,) for the last real step of right-padded
+        feature windows (B, W, d') of `lengths` steps: the decoders are causal, so the padding after a
+        window's last step does not change its output, which equals `select_action` on that history.
+        The parameters of an action distribution (RL fine-tuning); continuous decoders only."""
+        from metamanip.models.decoders.heads import ContinuousDecoder
+
+        if not isinstance(self.decoder, ContinuousDecoder):
+            raise ValueError(f"the {type(self.decoder).__name__} has no continuous arm output to put a "
+                             "distribution on; use decoder=lstm, fc or gpt")
+        arm, grip = self.decoder(windows)
+        rows = torch.arange(windows.shape[0], device=windows.device)
+        last = lengths.to(windows.device).long() - 1
+        return arm[rows, last], grip[rows, last, 0]
+
+    @torch.no_grad()
+    def select_action(self, obs: Mapping[str, np.ndarray], text: Sequence[str]) -> np.ndarray:
+        """obs: batched numpy arrays ("rgb_static" (N, H, W, 3) uint8, "rgb_gripper", "robot_obs" (N, 15),
+        "scene_obs" (N, 24): those the policy's `obs` mode reads); text: N strings.
+
+        Returns (N, 7) relative actions with the gripper as +-1.
+        """
+        n = len(text)
+        pooled = self.step_features(obs, text)
 
         if len(self._history) != n:
             if self._history:
