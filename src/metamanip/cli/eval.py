@@ -183,8 +183,11 @@ def cores_shared(num_workers: int) -> Iterator[int]:
 def run_choices(cfg: DictConfig, setting: str, ckpt_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """The config choices recorded in summary.json (the results tables group by them)."""
     e = cfg.eval
-    oracle = _choice("oracle") or _name_of(OmegaConf.to_container(cfg.oracle).get("decider")) or "oracle"
-    agent = "policy" if e.agent == "policy" else f"oracle/{oracle}"
+    if e.agent == "policy":
+        agent = "policy"
+    else:
+        oracle = _choice("oracle") or _name_of(OmegaConf.to_container(cfg.oracle).get("decider")) or "oracle"
+        agent = f"oracle/{oracle}"
     num_trials, trial_steps = trial_budget_of(cfg.env)
     out = {"setting": setting, "num_objs": num_objs_of(cfg.env), "split": e.split,
            "feedback": e.feedback, "agent": agent, "num_trials": num_trials,

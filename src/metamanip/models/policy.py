@@ -84,6 +84,13 @@ class FlamingoPolicy(nn.Module):
             return ()
         return ("static", "gripper") if self.backbone.use_gripper else ("static",)
 
+    @property
+    def feature_dim(self) -> int:
+        """Width of a step feature (what the decoder reads): the LM's pooled feature, plus the encoded
+        state when `obs` holds state."""
+        extra = self.state_encoder.out_features if self.state_encoder is not None else 0
+        return int(self.backbone.feature_dim) + extra
+
     def set_state_stats(self, mean: Any, std: Any) -> None:
         """Training-set statistics of the state (robot_obs then scene_obs), stored in the checkpoint."""
         if self.state_encoder is None:
