@@ -88,7 +88,7 @@ if report.combinations is not None:
 # ## Plots
 
 # %%
-for name in ("success_by_trial", "average_reward", "loss_curves"):
+for name in ("success_by_trial", "average_reward", "loss_curves", "rl_curves"):
     png = [p for p in report.files.get(name, []) if p.endswith(".png")]
     if png:
         display(Markdown(f"**{name.replace('_', ' ')}**"))

@@ -40,7 +40,7 @@ JOB_COLUMNS: tuple[str, ...] = (
 )
 
 #: Stage subdirectories of a pipeline job, searched (in this order) for files the job itself lacks.
-STAGE_DIRS: tuple[str, ...] = ("eval", "train", "collect")
+STAGE_DIRS: tuple[str, ...] = ("eval", "eval_after", "train", "collect")  # eval_after: an RL job's final evaluation
 
 _SKIP_DIRS = {".hydra", ".submitit", "wandb", "checkpoints", "videos", "__pycache__", "results"}
 _JOB_MARKERS = ("status.json", "metrics.json", "summary.json")
@@ -58,7 +58,8 @@ class SweepResults:
     """Everything loaded from the given directories.
 
     `jobs`: one row per job (with or without results). `trials`: every `trials.csv` row, tagged with
-    the job's key columns. `train_logs`: every `train_log.csv` row, tagged likewise. `metrics`: the
+    the job's key columns. `train_logs`: every `train_log.csv` row, tagged likewise. `rl_logs`: every
+    `rl_log.csv` row of `metamanip-rl` jobs (one per PPO iteration), tagged likewise. `metrics`: the
     metric column names. `warnings`: human-readable notes (different metric sets, unreadable files).
     """
 
@@ -68,6 +69,7 @@ class SweepResults:
     train_logs: pd.DataFrame
     metrics: list[str]
     warnings: list[str] = field(default_factory=list)
+    rl_logs: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -94,6 +96,7 @@ def load_results(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Swee
     rows: list[dict[str, Any]] = []
     trials: list[pd.DataFrame] = []
     train_logs: list[pd.DataFrame] = []
+    rl_logs: list[pd.DataFrame] = []
     warnings: list[str] = []
     seen_dirs: dict[Path, Path] = {}
     for root in roots:
@@ -116,6 +119,11 @@ def load_results(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Swee
                 trials.append(job_trials)
             if job_log is not None:
                 train_logs.append(job_log)
+            rl_log = _read_csv(_find_file(real, "rl_log.csv", stages=False), warnings)
+            if rl_log is not None:
+                rl_log.insert(0, "job", row["job"])
+                rl_log.insert(0, "sweep", row["sweep"])
+                rl_logs.append(rl_log)
     if not rows:
         raise NoRunsError(
             f"no runs found under {', '.join(map(str, roots))}: expected job directories with .hydra/ "
@@ -136,6 +144,7 @@ def load_results(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Swee
         train_logs=_tag(train_logs, jobs, key_cols),
         metrics=metrics,
         warnings=warnings,
+        rl_logs=_tag(rl_logs, jobs, key_cols),
     )
 
 

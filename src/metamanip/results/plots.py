@@ -175,3 +175,47 @@ def plot_loss_curves(results: SweepResults | pd.DataFrame, group_by: Sequence[st
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return fig
+
+
+def plot_rl_curves(results: SweepResults | pd.DataFrame, group_by: Sequence[str] | None = None) -> Figure:
+    """RL fine-tuning: the rollouts' average reward per episode against env steps, from every
+    `metamanip-rl` job's `rl_log.csv`; one colour per group. With a SweepResults, each job's evaluation
+    before (BC, dashed line) and after (RL, dot at its last env step) is drawn in the same colour."""
+    logs = results.rl_logs if isinstance(results, SweepResults) else results
+    if logs.empty or "env_steps" not in logs.columns or "rollout_reward" not in logs.columns:
+        raise ValueError("no RL logs (rl_log.csv with env_steps and rollout_reward) in these jobs: RL curves "
+                         "come from metamanip-rl jobs")
+    jobs = results.jobs if isinstance(results, SweepResults) else None
+    if jobs is not None:
+        group_by = resolve_columns(jobs, group_by) if group_by is not None else []
+        extra = [c for c in group_by if c not in logs.columns]
+        if extra:
+            logs = logs.merge(jobs[["sweep", "job", *extra]], on=["sweep", "job"], how="left")
+    else:
+        group_by = resolve_columns(logs, group_by) if group_by else []
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.add_subplot()
+    cmap: dict[str, str] = {}
+    palette = [f"C{i}" for i in range(10)]
+    for (sweep, job), run in logs.groupby(["sweep", "job"], sort=False):
+        run = run.sort_values("env_steps")
+        label = group_label({c: run[c].iloc[0] for c in group_by}) if group_by else str(job)
+        first = label not in cmap
+        color = cmap.setdefault(label, palette[len(cmap) % len(palette)])
+        ax.plot(run["env_steps"], run["rollout_reward"], color=color, alpha=0.8, lw=1.2, marker=".",
+                label=label if first else None)
+        if jobs is not None:
+            row = jobs[(jobs["sweep"] == sweep) & (jobs["job"] == job)]
+            for col, style in (("bc.average_reward", "bc"), ("rl.average_reward", "rl")):
+                if col in row.columns and row[col].notna().any():
+                    value = float(row[col].iloc[0])
+                    if style == "bc":
+                        ax.axhline(value, color=color, ls="--", lw=0.9, alpha=0.7)
+                    else:
+                        ax.plot([run["env_steps"].iloc[-1]], [value], color=color, marker="o", ms=6)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("average reward per episode")
+    ax.set_title("RL fine-tuning (line: rollouts; dashed: BC eval; dot: RL eval)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return fig

@@ -13,7 +13,8 @@ from typing import Sequence
 
 from metamanip.cli.jobstate import atomic_write_text
 from metamanip.results.loader import SweepResults
-from metamanip.results.plots import plot_average_reward, plot_loss_curves, plot_success_by_trial, save_figure
+from metamanip.results.plots import (plot_average_reward, plot_loss_curves, plot_rl_curves, plot_success_by_trial,
+                                     save_figure)
 from metamanip.results.tables import ResultTable, combination_table, results_table
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ def write_report(results: SweepResults, out_dir: str | os.PathLike, group_by: Se
     if not results.train_logs.empty:
         atomic_write_text(out / "train_logs.csv", results.train_logs.to_csv(index=False))
         report.files["train_logs"] = [str(out / "train_logs.csv")]
+    if not results.rl_logs.empty:
+        atomic_write_text(out / "rl_logs.csv", results.rl_logs.to_csv(index=False))
+        report.files["rl_logs"] = [str(out / "rl_logs.csv")]
     if not results.missing.empty:
         atomic_write_text(out / "missing.md", missing_markdown(results))
         atomic_write_text(out / "missing.csv", results.missing.to_csv(index=False))
@@ -88,6 +92,7 @@ def write_report(results: SweepResults, out_dir: str | os.PathLike, group_by: Se
         "average_reward": lambda: plot_average_reward(results, group_by=group, confidence=confidence,
                                                       reference=reference),
         "loss_curves": lambda: plot_loss_curves(results, group_by=group),
+        "rl_curves": lambda: plot_rl_curves(results),
     }
     for name, make in plots.items():
         try:

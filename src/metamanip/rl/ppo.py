@@ -118,7 +118,8 @@ class PPOTrainer:
                  critic_hidden: Sequence[int] = (256, 256), critic_detach: bool = True,
                  normalize_advantage: bool = True, num_workers: int = 2, envs_per_worker: int = 8,
                  device: str = "cpu", save_every_iters: int = 1, bare_rounds: int = 100, seed: int = 0,
-                 resume: bool = True, split: str = "train", feedback: str = "train") -> None:
+                 resume: bool = True, split: str = "train", feedback: str = "train",
+                 time_limit_min: float | None = None) -> None:
         checks = {"rl.iterations": iterations >= 0, "rl.episodes_per_iter": episodes_per_iter >= 1,
                   "rl.epochs": epochs >= 1, "rl.minibatch_size": minibatch_size >= 1, "rl.lr": lr >= 0,
                   "rl.critic_lr": critic_lr > 0, "rl.gamma": 0 < gamma <= 1, "rl.gae_lambda": 0 <= gae_lambda <= 1,
@@ -141,6 +142,7 @@ class PPOTrainer:
         self.num_workers, self.envs_per_worker, self.device_name = num_workers, envs_per_worker, device
         self.save_every_iters, self.bare_rounds, self.seed, self.resume = save_every_iters, bare_rounds, seed, resume
         self.split, self.feedback = split, feedback
+        self.time_limit_min = time_limit_min
 
     # ------------------------------------------------------------------ pieces
     def build_heads(self, policy: nn.Module, feature_dim: int) -> tuple[GaussianActionHead, Critic]:
@@ -221,6 +223,7 @@ class PPOTrainer:
         logger.start(out, run_config or {}, run_id=resume_id, enabled=True)
         stop = StopSignals().install()
         figures: dict[str, Any] = {}
+        started = time.perf_counter()
         try:
             if iteration < self.iterations:  # a finished run (run again) only reports
                 with EnvWorkerPool(env_factory, self.num_workers, envs_per_worker=self.envs_per_worker) as pool:
@@ -229,6 +232,12 @@ class PPOTrainer:
                     if bare is None and self.bare_rounds:
                         bare = bare_step_seconds(pool, plan(0), self.bare_rounds, seed=self.seed)
                     while iteration < self.iterations:
+                        if self.time_limit_min is not None and time.perf_counter() - started > 60 * self.time_limit_min:
+                            log.info("rl.time_limit_min=%g reached after %d iterations: stopping here",
+                                     self.time_limit_min, iteration)
+                            self._save(ckpt_dir, policy, head, critic, actor_opt, critic_opt, iteration, env_steps,
+                                       rows, gen, run_config, logger, policy_payload, bare)
+                            break
                         specs = plan(iteration)
                         t0 = time.perf_counter()
                         trajs = collector.collect(specs)

@@ -61,7 +61,6 @@ class _Slot:
     obs: Mapping[str, Any]
     info: Mapping[str, Any]
     first_text: str
-    history: list[torch.Tensor] = field(default_factory=list)
     trial_start: int = 0
     steps: list[dict[str, Any]] = field(default_factory=list)
 
@@ -153,50 +152,58 @@ class RolloutCollector:
                 active[s] = (idx, _Slot(spec, obs, info, str(info["feedback"][self.key])))
 
         start(list(range(len(self.slots))))
+        # per slot, the features of the current trial's last `window` steps, right-padded with zeros
+        hist: torch.Tensor | None = None
+        lens = np.zeros(len(self.slots), dtype=np.int64)
         while active:
             order = sorted(active)
             slots = [active[s][1] for s in order]
             batch = {k: np.stack([np.asarray(sl.obs[k]) for sl in slots]) for k in self.keys}
             texts = [self._text(sl) for sl in slots]
             feats = self.policy.step_features(batch, texts, text_cache=text_cache)
-            lengths = []
-            for sl, f in zip(slots, feats):
-                sl.history = (sl.history + [f])[-window:]
-                lengths.append(len(sl.history))
-            windows = torch.zeros(len(slots), window, feats.shape[-1], device=device, dtype=feats.dtype)
-            for i, sl in enumerate(slots):
-                windows[i, : len(sl.history)] = torch.stack(sl.history)
-            lengths_t = torch.tensor(lengths, device=device)
-            arm, grip = self.policy.action_params(windows, lengths_t)
+            if hist is None:
+                hist = torch.zeros(len(self.slots), window, feats.shape[-1], device=device, dtype=feats.dtype)
+            idx = torch.as_tensor(order, device=device)
+            full = lens[order] == window
+            if full.any():  # drop the oldest step of full windows
+                f = idx[torch.as_tensor(full, device=device)]
+                hist[f, :-1] = hist[f, 1:].clone()
+            pos = np.minimum(lens[order], window - 1)
+            hist[idx, torch.as_tensor(pos, device=device)] = feats
+            lens[order] = np.minimum(lens[order] + 1, window)
+            arm, grip = self.policy.action_params(hist[idx], torch.as_tensor(lens[order], device=device))
             dist = self.head(arm, grip)
             sample = self._sample(dist)
-            log_prob = dist.log_prob(sample)
+            log_prob = dist.log_prob(sample).float().cpu().numpy()
             extra = np.stack([critic_extra(sl.info, self.num_trials, self.trial_steps) for sl in slots])
-            values = self.critic(feats, torch.as_tensor(extra, device=device)).reshape(-1)
+            values = self.critic(feats, torch.as_tensor(extra, device=device)).reshape(-1).float().cpu().numpy()
             env_actions = to_env_action(sample).float().cpu().numpy()
+            samples = sample.float().cpu().numpy()
             for i, sl in enumerate(slots):
                 n = len(sl.steps)
                 sl.steps.append({"obs": {k: batch[k][i] for k in self.keys}, "text": texts[i],
-                                 "window_start": max(sl.trial_start, n - window + 1),
-                                 "action": sample[i].float().cpu().numpy(), "log_prob": float(log_prob[i]),
-                                 "value": float(values[i]), "extra": extra[i]})
+                                 "window_start": max(sl.trial_start, n - window + 1), "action": samples[i],
+                                 "log_prob": float(log_prob[i]), "value": float(values[i]), "extra": extra[i]})
             answers = self._step({s: env_actions[i] for i, s in enumerate(order)})
             self.env_steps += len(order)
             freed = []
             for s in order:
-                idx, sl = active[s]
+                ep, sl = active[s]
                 obs, reward, terminated, truncated, info = answers[s]
                 sl.steps[-1]["reward"] = float(reward)
                 sl.obs, sl.info = obs, info
-                if info.get("trial_done"):
-                    sl.history = []
+                if info.get("trial_done"):  # evaluation clears the history at every trial start
+                    lens[s] = 0
+                    hist[s].zero_()
                     sl.trial_start = len(sl.steps)
                 if terminated or truncated or len(sl.steps) >= limit:
                     if not (terminated or truncated):
                         raise RuntimeError(f"episode {sl.spec.key} did not end within {limit} steps: the "
                                            "setting ignores trial_steps")
-                    done[idx] = self._trajectory(sl, info)
+                    done[ep] = self._trajectory(sl, info)
                     del active[s]
+                    lens[s] = 0
+                    hist[s].zero_()
                     freed.append(s)
             start(freed)
         self.seconds += time.perf_counter() - t0
