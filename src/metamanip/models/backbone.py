@@ -191,8 +191,8 @@ class FlamingoBackbone(nn.Module):
 def clip_resize_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """open_clip's eval geometry (torchvision `Resize(shorter side, BICUBIC)` + `CenterCrop`) on a batch.
 
-    uint8 input is resized like PIL (antialiased bicubic, a=-0.5, rounded back to uint8 levels) and
-    returned in [0, 1]; float input in [0, 1] is resized without rounding."""
+    uint8 input is resized like PIL (antialiased bicubic, a=-0.5; width then height, each pass rounded to
+    uint8 levels) and returned in [0, 1]; float input in [0, 1] is resized without rounding."""
     was_uint8 = images.dtype == torch.uint8
     x = images.float() / 255.0 if was_uint8 else images.float()
     h, w = x.shape[-2:]
@@ -205,10 +205,13 @@ def clip_resize_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
         else:  # open_clip's ResizeKeepRatio for non-square targets: scale so that both sides cover the target
             scale = max(th / h, tw / w)
             new = (round(h * scale), round(w * scale))
-        if new != (h, w):
+        if was_uint8:  # PIL resizes width, then height, each pass rounded and clipped to uint8
+            for size_step in ((h, new[1]), new):
+                if tuple(x.shape[-2:]) != size_step:
+                    x = F.interpolate(x, size=size_step, mode="bicubic", align_corners=False, antialias=True)
+                    x = (x * 255.0).round().clamp(0, 255) / 255.0
+        elif new != (h, w):
             x = F.interpolate(x, size=new, mode="bicubic", align_corners=False, antialias=True)
-            if was_uint8:
-                x = (x * 255.0).round().clamp(0, 255) / 255.0
         h, w = new
         top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
         x = x[..., top : top + th, left : left + tw]

@@ -59,19 +59,41 @@ def load_weight_files(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def rename_lm_key(key: str, weights_format: str = "hf") -> str:
+Renames = tuple[tuple[re.Pattern, str], ...]
+
+
+def transformers_renames(lm: torch.nn.Module) -> Renames:
+    """The plain key renames transformers applies when it loads older files of this LM class (e.g.
+    GPT-NeoX's `embed_out.` -> `lm_head.` in transformers 5); our loaders apply them too."""
+    try:
+        from transformers.conversion_mapping import extract_weight_conversions_for_model
+        from transformers.core_model_loading import WeightRenaming
+    except ImportError:  # older transformers: no renames
+        return ()
+    out = []
+    for transform in extract_weight_conversions_for_model(lm) or []:
+        if type(transform) is WeightRenaming and len(transform.source_patterns) == 1:
+            out.append((re.compile(transform.source_patterns[0]), transform.target_patterns[0]))
+    return tuple(out)
+
+
+def rename_lm_key(key: str, weights_format: str = "hf", renames: Renames = ()) -> str:
     """One LM parameter name in the transformers layout of the model built from our config."""
     if weights_format not in LM_WEIGHT_FORMATS:
         raise ValueError(f"weights_format must be one of {LM_WEIGHT_FORMATS}, got '{weights_format}'")
     if weights_format == "mosaic_gpt":
         for pattern, repl in _MOSAIC_GPT_RENAMES:
             key = pattern.sub(repl, key)
+    for pattern, repl in renames:
+        key = pattern.sub(repl, key)
     return key
 
 
-def convert_lm_state_dict(state: Mapping[str, torch.Tensor], weights_format: str = "hf") -> dict[str, torch.Tensor]:
+def convert_lm_state_dict(
+    state: Mapping[str, torch.Tensor], weights_format: str = "hf", renames: Renames = ()
+) -> dict[str, torch.Tensor]:
     """Rename an LM state dict into the transformers layout of the model built from our config."""
-    return {rename_lm_key(key, weights_format): value for key, value in state.items()}
+    return {rename_lm_key(key, weights_format, renames): value for key, value in state.items()}
 
 
 # the parts of a policy a released checkpoint must supply, and the flag value that lets one start from scratch
@@ -103,7 +125,9 @@ class ConversionReport:
         return out
 
 
-def flamingo_key_target(key: str, layers_path: str, lm_weights_format: str = "mosaic_gpt") -> str:
+def flamingo_key_target(
+    key: str, layers_path: str, lm_weights_format: str = "mosaic_gpt", renames: Renames = ()
+) -> str:
     """The FlamingoPolicy key an OpenFlamingo / RoboFlamingo key belongs to.
 
     - `module.` (DDP) prefixes are stripped; `vision_encoder.*`, `perceiver.*`, `perceiver_gripper.*` ->
@@ -134,11 +158,11 @@ def flamingo_key_target(key: str, layers_path: str, lm_weights_format: str = "mo
         sub = f"{layers_path}.{m['n']}.{m['rest']}"
     elif m := _WRAPPED_DECODER.match(sub):
         sub = f"{m['layers']}.{m['n']}.{m['rest']}"
-    return f"backbone.lang_encoder.{rename_lm_key(sub, lm_weights_format)}"
+    return f"backbone.lang_encoder.{rename_lm_key(sub, lm_weights_format, renames)}"
 
 
 def convert_flamingo_state_dict(
-    state: Mapping[str, torch.Tensor], layers_path: str, lm_weights_format: str = "mosaic_gpt"
+    state: Mapping[str, torch.Tensor], layers_path: str, lm_weights_format: str = "mosaic_gpt", renames: Renames = ()
 ) -> tuple[dict[str, torch.Tensor], dict[str, str], list[str]]:
     """Rename every key (`flamingo_key_target`); returns (policy key -> tensor, policy key -> source key,
     source keys that were identical copies of another). Two different tensors for one place are an error."""
@@ -146,7 +170,7 @@ def convert_flamingo_state_dict(
     origin: dict[str, str] = {}
     aliases: list[str] = []
     for key, value in state.items():
-        target = flamingo_key_target(key, layers_path, lm_weights_format)
+        target = flamingo_key_target(key, layers_path, lm_weights_format, renames)
         if target in out:
             if tuple(out[target].shape) != tuple(value.shape) or not torch.equal(out[target], value):
                 raise ConversionError(
@@ -165,8 +189,10 @@ def load_flamingo_weights(
     """Copy every tensor of an OpenFlamingo / RoboFlamingo state dict into its place in `policy`.
 
     A shape mismatch stops with the key named; keys with no place are listed in the report."""
-    layers_path = policy.backbone.lang_encoder.flamingo_decoder_layers_path
-    converted, origin, aliases = convert_flamingo_state_dict(state, layers_path, lm_weights_format)
+    lm = policy.backbone.lang_encoder
+    converted, origin, aliases = convert_flamingo_state_dict(
+        state, lm.flamingo_decoder_layers_path, lm_weights_format, transformers_renames(lm)
+    )
     own = policy.state_dict()
     report = ConversionReport(source=source, aliases=sorted(aliases))
     for key, value in converted.items():
@@ -270,9 +296,11 @@ def main(argv: list[str] | None = None) -> None:
         for part, names in totals.items():
             if names:
                 print(f"  {part}: {len(names) - len(left[part])}/{len(names)} trainable tensors loaded")
-        n_left = sum(len(left[part]) for part in COMPONENTS)
-        print(f"trainable tensors left at their initial values: {n_left}"
-              + (f" (allowed: {', '.join(args.allow_initial)})" if n_left and args.allow_initial else ""))
+        n_backbone = sum(len(left[part]) for part in COMPONENTS if part != "head")
+        print(f"backbone trainable tensors left at their initial values: {n_backbone}")
+        if left["head"]:
+            allowed = " (allowed by --allow-initial head)" if "head" in args.allow_initial else ""
+            print(f"head tensors left at their initial values: {len(left['head'])}{allowed}")
         check_complete(left, set(args.allow_initial))
     except ConversionError as exc:
         print(f"error: {exc}\nnothing written to {args.out}", file=sys.stderr)

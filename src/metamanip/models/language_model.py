@@ -53,11 +53,15 @@ def build_language_model(
     if qk_layernorm:
         add_qk_layernorm(model)
     if pretrained is not None:
-        from metamanip.models.convert_openflamingo import convert_lm_state_dict, load_weight_files
+        from metamanip.models.convert_openflamingo import (
+            convert_lm_state_dict,
+            load_weight_files,
+            transformers_renames,
+        )
 
         weights_dir = local_weights_dir(pretrained)
         check_config_matches(config, weights_dir)
-        state = convert_lm_state_dict(load_weight_files(weights_dir), weights_format)
+        state = convert_lm_state_dict(load_weight_files(weights_dir), weights_format, transformers_renames(model))
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the input embedding
         if missing or unexpected:
