@@ -170,10 +170,11 @@ def stand_in_tokenizer(vocab_size: int, has_pad: bool = False) -> transformers.P
     For size counts of real presets on the meta device, whose tokenizers may not be on disk
     (GPT-NeoX-20B, MPT's tokenizer: vocab_size=50277 without a pad token).
     """
-    from tokenizers import Tokenizer, models
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
     vocab = {f"w{i}": i for i in range(vocab_size)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()  # one id per word: prompts of different lengths
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=backend, eos_token="w0", pad_token="w1" if has_pad else None
     )
