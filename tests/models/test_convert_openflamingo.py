@@ -135,7 +135,7 @@ def test_a_robo_flamingo_checkpoint_places_every_tensor(backbone, head_in_lang_e
 
     report = load_flamingo_weights(target, state, weights_format)
     n_xattn = sum(1 for k in target.state_dict() if ".gated_cross_attn_layers." in k)
-    assert report.unplaced == [] and len(report.aliases) == n_xattn
+    assert report.unplaced == {} and len(report.aliases) == n_xattn
     assert len(report.loaded) + len(report.aliases) == len(state)
     left = left_at_initial_values(target, set(report.loaded))
     assert all(not left[part] for part in COMPONENTS)
@@ -214,3 +214,16 @@ def test_converter_reports_keys_it_cannot_place(tmp_path, capsys):
     main(args)
     printed = capsys.readouterr().out
     assert "1 keys not placed" in printed and "not placed: module.normalizer.mean" in printed
+
+
+def test_converter_refuses_cross_attention_it_has_no_place_for(tmp_path, capsys):
+    # a file made with cross-attention before every layer, for a preset that has it before every second one
+    _, args = _write_tiny(tmp_path)
+    state = torch.load(tmp_path / "rf.pth", weights_only=False)
+    extra = {k.replace("gated_cross_attn_layers.1.", "gated_cross_attn_layers.0."): v
+             for k, v in state.items() if "gated_cross_attn_layers.1." in k}
+    torch.save({**state, **extra}, tmp_path / "rf.pth")
+    with pytest.raises(SystemExit):
+        main(args)
+    err = capsys.readouterr().err
+    assert "no place" in err and "cross_attn_every_n_layers" in err and not (tmp_path / "policy.pt").exists()

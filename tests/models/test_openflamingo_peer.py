@@ -146,6 +146,8 @@ def test_an_open_flamingo_checkpoint_converts_to_the_same_model(family, clip_wei
     assert "--allow-initial head" in capsys.readouterr().err and not out.exists()
     convert([*common, "--allow-initial", "head"])
     printed = capsys.readouterr().out
+    with capsys.disabled():  # the converter's report, shown with `pytest -s`
+        print(f"\n[{family}]\n{printed}")
     assert "backbone trainable tensors left at their initial values: 0" in printed
     assert f"{len(state)} tensors loaded" in printed and "0 keys not placed" in printed
 
@@ -174,7 +176,8 @@ def test_an_open_flamingo_checkpoint_converts_to_the_same_model(family, clip_wei
     cols = theirs.logits.shape[-1] if family == "mpt" else VOCAB
     logits_diff = (ours.logits[..., :cols] - theirs.logits[..., :cols]).abs().max().item()
     hidden_diff = max((a - b).abs().max().item() for a, b in zip(ours.hidden_states, theirs.hidden_states))
-    print(f"{family}: max |logits diff| {logits_diff:.2e}, max |hidden diff| {hidden_diff:.2e}")
+    with capsys.disabled():
+        print(f"{family}: max |logits diff| {logits_diff:.2e}, max |hidden diff| {hidden_diff:.2e}")
     assert len(ours.hidden_states) == len(theirs.hidden_states)
     assert logits_diff < 1e-4 and hidden_diff < 1e-4
     torch.testing.assert_close(features, theirs.hidden_states[-1], atol=1e-4, rtol=0)

@@ -114,12 +114,12 @@ class ConversionReport:
     source: str
     loaded: dict[str, str] = field(default_factory=dict)  # policy key -> the source key it came from
     aliases: list[str] = field(default_factory=list)  # source keys identical to a loaded one (OpenFlamingo's copies)
-    unplaced: list[str] = field(default_factory=list)  # source keys with no place in this policy
+    unplaced: dict[str, str] = field(default_factory=dict)  # source key -> where it would go; not in this policy
 
     def lines(self, limit: int = 20) -> list[str]:
         out = [f"{self.source}: {len(self.loaded)} tensors loaded, {len(self.aliases)} duplicate copies dropped "
                f"(OpenFlamingo's layer-wrapper aliases), {len(self.unplaced)} keys not placed"]
-        out += [f"  not placed: {key}" for key in self.unplaced[:limit]]
+        out += [f"  not placed: {key} (-> {target})" for key, target in list(self.unplaced.items())[:limit]]
         if len(self.unplaced) > limit:
             out.append(f"  ... and {len(self.unplaced) - limit} more")
         return out
@@ -197,7 +197,7 @@ def load_flamingo_weights(
     report = ConversionReport(source=source, aliases=sorted(aliases))
     for key, value in converted.items():
         if key not in own:
-            report.unplaced.append(origin[key])
+            report.unplaced[origin[key]] = key
         elif tuple(own[key].shape) != tuple(value.shape):
             raise ConversionError(
                 f"'{origin[key]}' -> '{key}': checkpoint shape {tuple(value.shape)} != policy shape "
@@ -205,9 +205,21 @@ def load_flamingo_weights(
             )
         else:
             report.loaded[key] = origin[key]
-    report.unplaced.sort()
+    report.unplaced = dict(sorted(report.unplaced.items()))
     policy.load_state_dict({k: converted[k] for k in report.loaded}, strict=False)
     return report
+
+
+def component_of(name: str) -> str:
+    """The component a policy key belongs to by its name (COMPONENTS or "other"; embeddings are found by
+    identity in `trainable_components`, their name depends on the LM)."""
+    if ".gated_cross_attn_layers." in name:
+        return "cross_attention"
+    if name.startswith(("backbone.perceiver.", "backbone.perceiver_gripper.")):
+        return "resampler"
+    if name.startswith("decoder."):
+        return "head"
+    return "other"
 
 
 def trainable_components(policy: torch.nn.Module) -> dict[str, list[str]]:
@@ -219,17 +231,7 @@ def trainable_components(policy: torch.nn.Module) -> dict[str, list[str]]:
     for name, p in policy.named_parameters():
         if not p.requires_grad:
             continue
-        if p is embedding:
-            part = "embeddings"
-        elif ".gated_cross_attn_layers." in name:
-            part = "cross_attention"
-        elif name.startswith(("backbone.perceiver.", "backbone.perceiver_gripper.")):
-            part = "resampler"
-        elif name.startswith("decoder."):
-            part = "head"
-        else:
-            part = "other"
-        parts[part].append(name)
+        parts["embeddings" if p is embedding else component_of(name)].append(name)
     return parts
 
 
@@ -241,8 +243,19 @@ def left_at_initial_values(policy: torch.nn.Module, loaded: set[str]) -> dict[st
             for part, names in trainable_components(policy).items()}
 
 
-def check_complete(left: Mapping[str, list[str]], allow_initial: set[str] = frozenset()) -> None:
-    """Refuse a conversion that leaves cross-attention, resampler, embeddings or head at initial values."""
+def check_complete(
+    left: Mapping[str, list[str]], allow_initial: set[str] = frozenset(), unplaced: Mapping[str, str] | None = None
+) -> None:
+    """Refuse a conversion that leaves cross-attention, resampler, embeddings or head at initial values, or
+    whose files hold cross-attention, resampler or head tensors the policy has no place for."""
+    extra = {src: dst for src, dst in (unplaced or {}).items() if component_of(dst) != "other"}
+    if extra:
+        src, dst = next(iter(extra.items()))
+        raise ConversionError(
+            f"the checkpoint(s) hold {len(extra)} cross-attention/resampler/head tensors this policy has no place "
+            f"for (e.g. '{src}' -> '{dst}'): the backbone preset does not describe the file; check "
+            "cross_attn_every_n_layers, the LM's depth, sep_resampler and the decoder"
+        )
     bad = {part: names for part, names in left.items() if names and part in COMPONENTS and part not in allow_initial}
     if bad:
         parts = ", ".join(f"{part} ({len(names)} tensors, e.g. {names[0]})" for part, names in bad.items())
@@ -286,11 +299,13 @@ def main(argv: list[str] | None = None) -> None:
     weights_format = args.lm_weights_format or cfg.backbone.lang_encoder.get("weights_format") or "hf"
     policy = build_policy(cfg)
     loaded: set[str] = set()
+    unplaced: dict[str, str] = {}
     try:
         for path in filter(None, [args.checkpoint, args.robo_flamingo]):
             report = load_flamingo_weights(policy, load_weight_files(Path(path)), weights_format, source=str(path))
             print("\n".join(report.lines()))
             loaded |= set(report.loaded)
+            unplaced.update(report.unplaced)
         left = left_at_initial_values(policy, loaded)
         totals = trainable_components(policy)
         for part, names in totals.items():
@@ -301,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         if left["head"]:
             allowed = " (allowed by --allow-initial head)" if "head" in args.allow_initial else ""
             print(f"head tensors left at their initial values: {len(left['head'])}{allowed}")
-        check_complete(left, set(args.allow_initial))
+        check_complete(left, set(args.allow_initial), unplaced)
     except ConversionError as exc:
         print(f"error: {exc}\nnothing written to {args.out}", file=sys.stderr)
         raise SystemExit(2) from exc
