@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e '.[dev]'
 	# hydra-optuna-sweeper 1.3.0 declares optuna<3; we pin optuna 4.9 and add the plugin without its deps.
 	$(PY) -m pip install --no-deps hydra-optuna-sweeper==1.3.0
+	# open-flamingo 2.0.1 (tests compare against it) pins torch==2.0.1; it runs on ours, so no deps either.
+	$(PY) -m pip install --no-deps open-flamingo==2.0.1
 	touch $(STAMP)
 
 install: $(STAMP)

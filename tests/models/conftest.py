@@ -10,11 +10,13 @@ from omegaconf import OmegaConf
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 DECODERS = ("lstm", "fc", "gpt", "diffusion", "discrete")
-BACKBONES = ("tiny", "flamingo_mpt_3b", "flamingo_mpt_9b", "flamingo_llama_9b")
+BACKBONES = ("tiny", "flamingo_mpt_3b", "flamingo_rpj_4b", "flamingo_mpt_9b", "flamingo_llama_9b")
 
 # LM fields that shrink each real preset's language model to test size (same model_type, same code paths)
 _SHRINK_LM = {
     "mpt": {"d_model": 32, "n_heads": 2, "n_layers": 4, "max_seq_len": 64, "vocab_size": 128},
+    "gpt_neox": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4, "num_attention_heads": 2,
+                 "max_position_embeddings": 64, "vocab_size": 128},
     "llama": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4, "num_attention_heads": 2,
               "num_key_value_heads": 2, "max_position_embeddings": 64, "vocab_size": 128},
 }

@@ -2,7 +2,10 @@
 
 Each frame is processed independently (one `<image>` and the instruction per sequence, as RoboFlamingo);
 temporal fusion is the decoder's job. The feature the decoder reads is the LM's hidden state per token,
-max/mean-pooled over the real (non-padding) tokens.
+max/mean-pooled over the tokens: all of them, padding included, as RoboFlamingo's heads pool
+(`pool_padding: true`, the real presets), or the real tokens only (`pool_padding: false`, so a row's feature
+does not depend on the other rows' lengths). Images are preprocessed as open_clip's eval transform
+(bicubic resize of the shorter side, center crop, CLIP normalisation), which RoboFlamingo applies.
 
 Attribute names follow OpenFlamingo (`vision_encoder`, `perceiver`, `lang_encoder`,
 `lang_encoder.gated_cross_attn_layers`) so released checkpoints map onto them (docs/checkpoint_conversion.md).
@@ -48,6 +51,7 @@ class FlamingoBackbone(nn.Module):
         train_embeddings: bool = True,
         feature_layer: int | None = None,
         pooling: str = "max",
+        pool_padding: bool = False,
         max_text_len: int = 32,
         decoder_layers_attr: str | None = None,
     ) -> None:
@@ -60,6 +64,7 @@ class FlamingoBackbone(nn.Module):
         self.fusion_mode = fusion_mode
         self.feature_layer = feature_layer
         self.pooling = pooling
+        self.pool_padding = pool_padding
         self.max_text_len = max_text_len
         self._warned_truncation = False
         self.freeze_vision = freeze_vision
@@ -101,12 +106,11 @@ class FlamingoBackbone(nn.Module):
 
     # ---------------------------------------------------------------- inputs
     def preprocess_images(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, 3, H, W) or float in [0, 1] -> resized, CLIP-normalised float (N, 3, h, w)."""
+        """uint8 (N, 3, H, W) or float in [0, 1] -> CLIP-normalised float (N, 3, h, w), as open_clip's eval
+        transform on PIL images: shorter side resized to the model size (bicubic), then center-cropped."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        if tuple(x.shape[-2:]) != self.image_size:
-            x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False, antialias=True)
+        x = clip_resize_crop(images, self.image_size)
         x = (x - self.image_mean) / self.image_std
         return x.to(self.image_mean.dtype)
 
@@ -174,8 +178,41 @@ class FlamingoBackbone(nn.Module):
         return out.last_hidden_state
 
     def pool(self, features: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(N, L, d) -> (N, d) over real tokens only, so a row's feature does not depend on batch padding."""
+        """(N, L, d) -> (N, d): over every token with `pool_padding` (RoboFlamingo's AdaptiveMax/AvgPool1d on
+        the padded batch), else over the real tokens only."""
+        if self.pool_padding:
+            return features.amax(dim=1) if self.pooling == "max" else features.mean(dim=1)
         mask = attention_mask.bool().unsqueeze(-1)
         if self.pooling == "max":
             return features.masked_fill(~mask, torch.finfo(features.dtype).min).amax(dim=1)
         return (features * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
+def clip_resize_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """open_clip's eval geometry (torchvision `Resize(shorter side, BICUBIC)` + `CenterCrop`) on a batch.
+
+    uint8 input is resized like PIL (antialiased bicubic, a=-0.5; width then height, each pass rounded to
+    uint8 levels) and returned in [0, 1]; float input in [0, 1] is resized without rounding."""
+    was_uint8 = images.dtype == torch.uint8
+    x = images.float() / 255.0 if was_uint8 else images.float()
+    h, w = x.shape[-2:]
+    th, tw = size
+    if (h, w) != (th, tw):
+        if th == tw:  # torchvision Resize(int): the shorter side becomes `th`, the longer keeps the ratio
+            short, long = (h, w) if h <= w else (w, h)
+            new_long = int(th * long / short)
+            new = (th, new_long) if h <= w else (new_long, th)
+        else:  # open_clip's ResizeKeepRatio for non-square targets: scale so that both sides cover the target
+            scale = max(th / h, tw / w)
+            new = (round(h * scale), round(w * scale))
+        if was_uint8:  # PIL resizes width, then height, each pass rounded and clipped to uint8
+            for size_step in ((h, new[1]), new):
+                if tuple(x.shape[-2:]) != size_step:
+                    x = F.interpolate(x, size=size_step, mode="bicubic", align_corners=False, antialias=True)
+                    x = (x * 255.0).round().clamp(0, 255) / 255.0
+        elif new != (h, w):
+            x = F.interpolate(x, size=new, mode="bicubic", align_corners=False, antialias=True)
+        h, w = new
+        top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+        x = x[..., top : top + th, left : left + tw]
+    return x

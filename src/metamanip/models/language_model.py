@@ -53,9 +53,15 @@ def build_language_model(
     if qk_layernorm:
         add_qk_layernorm(model)
     if pretrained is not None:
-        from metamanip.models.convert_openflamingo import convert_lm_state_dict, load_weight_files
+        from metamanip.models.convert_openflamingo import (
+            convert_lm_state_dict,
+            load_weight_files,
+            transformers_renames,
+        )
 
-        state = convert_lm_state_dict(load_weight_files(local_weights_dir(pretrained)), weights_format)
+        weights_dir = local_weights_dir(pretrained)
+        check_config_matches(config, weights_dir)
+        state = convert_lm_state_dict(load_weight_files(weights_dir), weights_format, transformers_renames(model))
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the input embedding
         if missing or unexpected:
@@ -65,6 +71,35 @@ def build_language_model(
             )
         model.tie_weights()
     return model
+
+
+def check_config_matches(config: dict[str, Any], weights_dir: Path) -> None:
+    """Refuse a config whose fields disagree with the `config.json` shipped with the weights (when there is
+    one): the model would be built with a different architecture than the weights were trained in."""
+    path = Path(weights_dir) / "config.json"
+    if not path.is_file():
+        return
+    import json
+
+    theirs = json.loads(path.read_text())
+
+    def diffs(ours: dict, other: dict, prefix: str = "") -> list[str]:
+        out = []
+        for key, value in ours.items():
+            if key == "model_type" or key not in other:
+                continue
+            if isinstance(value, dict) and isinstance(other[key], dict):
+                out += diffs(value, other[key], f"{prefix}{key}.")
+            elif value != other[key]:
+                out.append(f"{prefix}{key}: config {value!r}, {path} {other[key]!r}")
+        return out
+
+    mismatches = diffs(config, theirs)
+    if mismatches:
+        raise ValueError(
+            f"the lang_encoder config disagrees with the weights' own config: {'; '.join(mismatches)}; "
+            "fix backbone.lang_encoder.config (or point `pretrained` at the model the preset describes)"
+        )
 
 
 def local_weights_dir(pretrained: str) -> Path:
@@ -84,14 +119,19 @@ def local_weights_dir(pretrained: str) -> Path:
 
 
 def add_qk_layernorm(model: nn.Module) -> nn.Module:
-    """LayerNorm the query and key thirds of every fused `Wqkv` projection (MosaicGPT's `attn_qk_ln`)."""
+    """LayerNorm the query and key thirds of every fused `Wqkv` projection (MosaicGPT's `attn_qk_ln`).
+
+    The norms have a bias only when the LM has biases (`no_bias: false`), as MosaicGPT builds them."""
     attns = [m for m in model.modules() if isinstance(getattr(m, "Wqkv", None), nn.Linear)]
     if not attns:
         raise ValueError(f"qk_layernorm needs an MPT-style model with fused Wqkv projections, not {type(model).__name__}")
+    config = getattr(model, "config", None)
+    bias = not getattr(config, "no_bias", False)  # MosaicGPT's norms follow no_bias (MPT-1B: none)
+    eps = getattr(config, "layer_norm_epsilon", 1e-5)
     for attn in attns:
         d = attn.Wqkv.out_features // 3
-        attn.q_ln = nn.LayerNorm(d)
-        attn.k_ln = nn.LayerNorm(d)
+        attn.q_ln = nn.LayerNorm(d, eps=eps, bias=bias)
+        attn.k_ln = nn.LayerNorm(d, eps=eps, bias=bias)
 
         def hook(module, args, qkv, attn=attn):
             q, k, v = qkv.chunk(3, dim=-1)
@@ -130,10 +170,11 @@ def stand_in_tokenizer(vocab_size: int, has_pad: bool = False) -> transformers.P
     For size counts of real presets on the meta device, whose tokenizers may not be on disk
     (GPT-NeoX-20B, MPT's tokenizer: vocab_size=50277 without a pad token).
     """
-    from tokenizers import Tokenizer, models
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
     vocab = {f"w{i}": i for i in range(vocab_size)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()  # one id per word: prompts of different lengths
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=backend, eos_token="w0", pad_token="w1" if has_pad else None
     )

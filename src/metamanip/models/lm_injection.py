@@ -83,6 +83,8 @@ def inject_cross_attention(
             "no cross-attention block would be inserted"
         )
     lm.gated_cross_attn_layers = nn.ModuleList(blocks)
+    # where the blocks' decoder layers sit (e.g. "transformer.blocks"): checkpoint conversion needs it
+    lm.flamingo_decoder_layers_path = next(name for name, m in lm.named_modules() if m is layers)
     state = _Conditioning()
     lm._flamingo_conditioning = state  # plain attribute, not a module
 

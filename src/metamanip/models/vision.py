@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import zipfile
 from typing import Any
 
 import open_clip
@@ -34,9 +36,15 @@ def build_vision_encoder(
     if pretrained is not None:
         if model_name is None:
             raise ValueError("pretrained vision weights need model_name (the open_clip architecture)")
-        log.info("loading open_clip %s weights from %s", model_name, pretrained)
+        quick_gelu = quick_gelu or needs_quick_gelu(model_name, pretrained)
+        log.info("loading open_clip %s weights from %s (quick_gelu=%s)", model_name, pretrained, quick_gelu)
         try:
-            model = open_clip.create_model(model_name, pretrained=pretrained, cache_dir=cache_dir)
+            if os.path.isfile(pretrained) and is_torchscript_archive(pretrained):
+                model = _load_openai_archive(model_name, pretrained)
+            else:
+                model = open_clip.create_model(
+                    model_name, pretrained=pretrained, cache_dir=cache_dir, force_quick_gelu=quick_gelu
+                )
         except (OSError, RuntimeError, ValueError) as exc:
             raise RuntimeError(
                 f"cannot load open_clip {model_name} weights '{pretrained}' ({exc}); without hub access point "
@@ -57,6 +65,45 @@ def build_vision_encoder(
         raise ValueError("only ViT vision towers are supported (patch tokens feed the Perceiver)")
     clip = open_clip.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=vcfg, text_cfg=_STUB_TEXT_CFG, quick_gelu=quick_gelu)
     return clip.visual
+
+
+def needs_quick_gelu(model_name: str, pretrained: str) -> bool:
+    """Whether weights `pretrained` were trained with QuickGELU: an open_clip tag that says so (`openai`,
+    the `*_quickgelu` tags), or a TorchScript archive as OpenAI released its CLIP files (ViT-L-14.pt).
+
+    open_clip 3.x builds e.g. ViT-L-14 with nn.GELU unless asked, so OpenAI weights would run with the
+    wrong activation; open_clip 2.20 (OpenFlamingo, RoboFlamingo) got QuickGELU through `load_openai_model`.
+    """
+    tag = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if tag:
+        return bool(tag.get("quick_gelu", False))
+    return os.path.isfile(pretrained) and is_torchscript_archive(pretrained)
+
+
+def is_torchscript_archive(path: str | os.PathLike) -> bool:
+    """A TorchScript zip (what OpenAI's CLIP downloads are) rather than a plain `torch.save` file."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(name.endswith("/constants.pkl") for name in zf.namelist())
+
+
+def _load_openai_archive(model_name: str, path: str) -> nn.Module:
+    """A CLIP model from OpenAI's TorchScript release file, with QuickGELU (open_clip 3.x's `create_model`
+    refuses these archives under torch's weights_only loading)."""
+    model = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=True)
+    state = torch.jit.load(path, map_location="cpu").state_dict()
+    # OpenAI's archives carry these scalars; traced open_clip models carry non-persistent buffers (attn_mask)
+    extra = {"input_resolution", "context_length", "vocab_size"} | {name for name, _ in model.named_buffers()}
+    for key in extra - set(model.state_dict()):
+        state.pop(key, None)
+    model.load_state_dict(state, strict=True)
+    return model.float()
+
+
+def uses_quick_gelu(visual: nn.Module) -> bool:
+    """Whether an open_clip tower's MLPs use QuickGELU."""
+    return any(isinstance(m, open_clip.transformer.QuickGELU) for m in visual.modules())
 
 
 def vision_width(visual: nn.Module) -> int:
