@@ -114,8 +114,8 @@ def test_a_plan_gives_the_same_episodes_for_an_iteration_and_new_ones_for_the_ne
 
 # ---------------------------------------------------------------- resume after a preemption
 def fit(policy, out, env, iterations, on_checkpoint=None):
-    trainer = PPOTrainer(iterations=iterations, episodes_per_iter=2, epochs=2, minibatch_size=32, lr=1e-3,
-                         critic_warmup_iters=0, num_workers=1, envs_per_worker=2, bare_rounds=5, target_kl=None)
+    trainer = PPOTrainer(iterations=iterations, episodes_per_iter=2, epochs=2, minibatch_size=32, lr=1e-4,
+                         critic_warmup_iters=0, num_workers=1, envs_per_worker=2, bare_rounds=5, target_kl=1e-4)
     return trainer.fit(policy, env_factory=ConfigFactory(env_for_split(env, "train")),
                        plan=EpisodePlan(env, "train", 2, seed=0), num_objs=3, num_trials=3, trial_steps=12,
                        output_dir=out, policy_payload=checkpoint_payload, policy_restore=load_policy_state,
@@ -143,6 +143,7 @@ def test_a_preempted_run_resumes_with_the_same_optimiser_state_and_step_count(tm
     for k, v in a["policy"]["state_dict"].items():
         torch.testing.assert_close(b["policy"]["state_dict"][k], v, msg=k)
     opt_a, opt_b = a["rl"]["actor_opt"], b["rl"]["actor_opt"]
+    assert opt_a["param_groups"][0]["lr"] == opt_b["param_groups"][0]["lr"] != 1e-4  # the adapted rate resumed
     assert opt_a["state"].keys() == opt_b["state"].keys()
     for i in opt_a["state"]:
         assert opt_a["state"][i]["step"] == opt_b["state"][i]["step"]
@@ -153,3 +154,20 @@ def test_a_preempted_run_resumes_with_the_same_optimiser_state_and_step_count(tm
     assert [{k: v for k, v in r.items() if k not in timing} for r in logs[0]] == \
         [{k: v for k, v in r.items() if k not in timing} for r in logs[1]]
     assert [int(r["iteration"]) for r in logs[1]] == [1, 2]
+
+
+def test_the_adaptive_learning_rate_follows_the_kl_within_its_range():
+    trainer = PPOTrainer(lr=1e-5, target_kl=0.02, lr_range=(1e-6, 2e-5))
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-5)
+    trainer.adapt_lr(opt, 0.1)            # far above 2 x target: slower
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-5 / 1.5)
+    trainer.adapt_lr(opt, 0.02)           # near the target: unchanged
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-5 / 1.5)
+    for _ in range(5):                    # far below: faster, never past the range
+        trainer.adapt_lr(opt, 0.001)
+    assert opt.param_groups[0]["lr"] == pytest.approx(2e-5)
+    with pytest.raises(ValueError, match="lr_range"):
+        PPOTrainer(lr=1e-3, lr_range=(1e-6, 1e-4))
+    fixed = PPOTrainer(lr=1e-5, lr_schedule="fixed")
+    fixed.adapt_lr(opt, 1.0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(2e-5)

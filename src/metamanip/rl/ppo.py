@@ -45,7 +45,7 @@ from metamanip.training.preemption import Preempted, StopSignals
 log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ("iteration", "env_steps", "episodes", "rollout_reward", "success_by_trial", "phase",
-               "loss_objective", "loss_critic", "kl_approx", "clip_fraction", "explained_variance", "std",
+               "loss_objective", "loss_critic", "kl_approx", "clip_fraction", "explained_variance", "std", "lr",
                "epochs", "rollout_s", "update_s", "env_steps_per_s")
 
 
@@ -119,7 +119,8 @@ class PPOTrainer:
                  normalize_advantage: bool = True, num_workers: int = 2, envs_per_worker: int = 8,
                  device: str = "cpu", save_every_iters: int = 1, bare_rounds: int = 100, seed: int = 0,
                  resume: bool = True, split: str = "train", feedback: str = "train",
-                 time_limit_min: float | None = None) -> None:
+                 time_limit_min: float | None = None, lr_schedule: str = "adaptive",
+                 lr_range: Sequence[float] = (1e-6, 1e-4)) -> None:
         checks = {"rl.iterations": iterations >= 0, "rl.episodes_per_iter": episodes_per_iter >= 1,
                   "rl.epochs": epochs >= 1, "rl.minibatch_size": minibatch_size >= 1, "rl.lr": lr >= 0,
                   "rl.critic_lr": critic_lr > 0, "rl.gamma": 0 < gamma <= 1, "rl.gae_lambda": 0 <= gae_lambda <= 1,
@@ -128,6 +129,9 @@ class PPOTrainer:
                   "rl.critic_warmup_iters": critic_warmup_iters >= 0, "rl.entropy_coef": entropy_coef >= 0}
         checks["rl.split (train | heldout)"] = split in ("train", "heldout")
         checks["rl.feedback (train | alt)"] = feedback in ("train", "alt")
+        checks["rl.lr_schedule (fixed | adaptive)"] = lr_schedule in ("fixed", "adaptive")
+        checks["rl.lr_range ([min, max] around rl.lr)"] = (len(lr_range) == 2 and 0 < lr_range[0] <= lr <= lr_range[1])
+        checks["rl.target_kl (adaptive lr needs it)"] = lr_schedule == "fixed" or target_kl is not None
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid PPO settings: {', '.join(bad)} (see conf/rl/ppo.yaml for the allowed ranges)")
@@ -143,6 +147,7 @@ class PPOTrainer:
         self.save_every_iters, self.bare_rounds, self.seed, self.resume = save_every_iters, bare_rounds, seed, resume
         self.split, self.feedback = split, feedback
         self.time_limit_min = time_limit_min
+        self.lr_schedule, self.lr_range = lr_schedule, (float(lr_range[0]), float(lr_range[1]))
 
     # ------------------------------------------------------------------ pieces
     def build_heads(self, policy: nn.Module, feature_dim: int) -> tuple[GaussianActionHead, Critic]:
@@ -306,6 +311,7 @@ class PPOTrainer:
                     params = [p for g in actor_opt.param_groups for p in g["params"]]
                     torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
                     actor_opt.step()
+                    self.adapt_lr(actor_opt, float(out["kl_approx"]))
                 for k in stats:
                     if k in out.keys():
                         stats[k].append(float(out[k].detach().float().mean()))
@@ -319,8 +325,21 @@ class PPOTrainer:
                 break
         result = {k: (float(np.mean(v)) if v else float("nan")) for k, v in stats.items()}
         result["epochs"] = epochs_run
+        result["lr"] = float(actor_opt.param_groups[0]["lr"])
         result["phase"] = "ppo" if actor_phase else "critic_warmup"
         return result
+
+    def adapt_lr(self, opt: torch.optim.Optimizer, kl: float) -> None:
+        """`rl.lr_schedule=adaptive`: divide the actor's learning rate by 1.5 when the approximate KL to
+        the rollout policy passes 2 × target_kl, multiply it by 1.5 below target_kl / 2, within
+        `rl.lr_range`. The rate lives in the optimiser's state, so it resumes with the run."""
+        if self.lr_schedule != "adaptive" or self.target_kl is None:
+            return
+        for group in opt.param_groups:
+            if kl > 2.0 * self.target_kl:
+                group["lr"] = max(group["lr"] / 1.5, self.lr_range[0])
+            elif 0.0 <= kl < 0.5 * self.target_kl:
+                group["lr"] = min(group["lr"] * 1.5, self.lr_range[1])
 
     @staticmethod
     def minibatch(policy: nn.Module, flat: dict[str, Any], mb: torch.Tensor) -> Any:
@@ -362,7 +381,7 @@ class PPOTrainer:
                 "success_by_trial": " ".join(f"{v:.3f}" for v in by_trial), "phase": stats["phase"],
                 **{k: round(stats[k], 6) for k in ("loss_objective", "loss_critic", "kl_approx", "clip_fraction",
                                                    "explained_variance")},
-                "std": round(float(head.std.detach().mean()), 5), "epochs": stats["epochs"],
+                "std": round(float(head.std.detach().mean()), 5), "lr": stats["lr"], "epochs": stats["epochs"],
                 "rollout_s": round(rollout_s, 2), "update_s": round(update_s, 2),
                 "env_steps_per_s": round(steps / rollout_s, 1) if rollout_s > 0 else 0.0}
 
