@@ -33,7 +33,10 @@ def bc_checkpoint(path, decoder="fc"):
 def test_an_rl_job_evaluates_before_and_after_and_its_checkpoint_evaluates_like_any_policy(tmp_path):
     ckpt = bc_checkpoint(tmp_path / "bc.pt")
     job = tmp_path / "rl"
-    metrics = rl_cli.run(compose("rl", [*ENV, f"ckpt={ckpt}", *SMALL], job))
+    wandb_small = [o for o in SMALL if not o.startswith("logger=")] + ["logger=wandb", "logger.mode=offline"]
+    metrics = rl_cli.run(compose("rl", [*ENV, f"ckpt={ckpt}", *wandb_small], job))
+    runs = list((job / "wandb").glob("offline-run-*"))
+    assert runs, f"no offline wandb run under {job / 'wandb'}"
     assert metrics["iterations"] == 2 and metrics["env_steps"] > 0
     assert len(metrics["bc"]["success_by_trial"]) == 3 and len(metrics["rl"]["success_by_trial"]) == 3
     assert metrics["env_steps_per_s"] > 0 and metrics["rollout_overhead_ratio"] > 0
