@@ -18,10 +18,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from metamanip.errors import ConfigMismatchError  # noqa: F401  (raised here; its home is metamanip.errors)
+from metamanip.cli.entry import entry_point
 from metamanip.cli.jobstate import job, write_json, write_metrics
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,6 @@ CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
 POINTER = "dataset_dir.txt"
 # collect.* keys that do not change what is collected (so a resume with other values is the same dataset)
 RUNTIME_KEYS = ("dir", "shard", "progress", "finalise")
-
-
-class ConfigMismatchError(ValueError):
-    """The dataset directory was made by a different config."""
 
 
 def dataset_dir(job_dir: str | os.PathLike) -> Path:
@@ -164,7 +161,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="collect")
+@entry_point("collect")
 def main(cfg: DictConfig) -> None:
     metrics = run(cfg)
     rate = metrics["oracle_success_rate"]
