@@ -17,9 +17,9 @@ from typing import Any, Iterator, Mapping
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from metamanip.errors import CheckpointError  # noqa: F401  (raised here; its home is metamanip.errors)
 from metamanip.cli.entry import entry_point
 from metamanip.cli.jobstate import job, objective
+from metamanip.errors import CheckpointError  # noqa: F401  (raised here; its home is metamanip.errors)
 from metamanip.evaluation.agents import OracleFactory, PolicyFactory
 from metamanip.evaluation.evaluator import evaluate
 from metamanip.evaluation.metrics import metrics_from_summary

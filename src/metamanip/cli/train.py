@@ -19,9 +19,9 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from metamanip.errors import DatasetMismatchError  # noqa: F401  (raised here; its home is metamanip.errors)
 from metamanip.cli.entry import entry_point
 from metamanip.cli.jobstate import job, objective, write_metrics
+from metamanip.errors import DatasetMismatchError  # noqa: F401  (raised here; its home is metamanip.errors)
 from metamanip.training import distributed
 from metamanip.training.preemption import Preempted
 from metamanip.training.trainer import seed_everything
