@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import make_buffer  # noqa: E402
 
-from metamanip.cli.jobstate import write_json  # noqa: E402
+from metamanip.atomic import write_json  # noqa: E402
 from metamanip.data.calvin_export import export_calvin, load_calvin_frame  # noqa: E402
 from metamanip.data.card import build_card, card_markdown, write_card  # noqa: E402
 from metamanip.data.shards import ShardWriter  # noqa: E402
