@@ -101,7 +101,7 @@ def check_or_claim(root: Path, config: dict[str, Any]) -> None:
 def shard_lock(root: Path, shard: int, num_shards: int) -> Any:
     """One collector per shard of a dataset: `<root>/.shard-XXXXX.lock` (held until the shard is written)."""
     return dir_lock(root / f".shard-{shard:05d}.lock", f"collect shard {shard} of {num_shards} into {root}",
-                    fix=f"wait for it (running the same command afterwards resumes), or collect in parallel with "
+                    hint=f"wait for it (running the same command afterwards resumes), or collect in parallel with "
                         f"one shard per process: collect.dir={root} collect.shard=<i> collect.num_shards=<N> "
                         f"(the same N for all, i = 0..N-1; with SLURM arrays collect.shard comes from the task id)")
 
