@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not 0.0 < args.confidence < 1.0:
-        print(format_error(f"--confidence={args.confidence} is outside (0, 1); use e.g. --confidence 0.95"),
+        print(format_error(f"--confidence must be in (0, 1), got {args.confidence}; use e.g. --confidence 0.95"),
               file=sys.stderr)
         return 2
     try:
