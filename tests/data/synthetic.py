@@ -33,3 +33,17 @@ def make_buffer(num_trials: int = 3, steps_per_trial: int = 7, size: int = 16, s
                 state={"robot": {"q": rng.normal(size=9), "gripper": float(t)}, "t": t_global} if state else None)
             t_global += 1
     return buf
+
+
+def write_two_episodes(root) -> "Path":
+    """A one-shard dataset of two synthetic episodes (12 and 15 steps, 3 trials each) at `root`."""
+    from pathlib import Path
+
+    from metamanip.data.shards import ShardWriter
+
+    w = ShardWriter(root, 0)
+    w.write_episode("0000000", make_buffer(num_trials=3, steps_per_trial=4, seed=0),
+                    {"meta_task": "open_drawer", "bucket": 2})
+    w.write_episode("0000001", make_buffer(num_trials=3, steps_per_trial=5, seed=1),
+                    {"meta_task": ["open_drawer", "turn_on_led"], "bucket": 0})
+    return Path(root)

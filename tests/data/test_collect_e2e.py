@@ -63,6 +63,8 @@ def test_resume_after_kill_mid_episode(tmp_path):
     done = subprocess.run(_cmd(tmp_path, "b", f"collect.dir={data}", "collect.episodes=3"),
                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    logs = done.stdout + done.stderr + "".join(f.read_text() for f in (tmp_path / "jobs" / "b").glob("*.log"))
+    assert "took over the lock" in logs and f"pid {proc.pid}" in logs  # the killed collector's lock
     assert not (data / "shard-00000.parts").exists()
     assert not list(data.rglob("*.tmp"))
     info = open_shard(data / "shard-00000.h5", verify=True)
@@ -79,7 +81,23 @@ def test_resume_after_kill_mid_episode(tmp_path):
     # a different config into the same directory is refused, with the difference named
     bad = subprocess.run(_cmd(tmp_path, "c", f"collect.dir={data}", "collect.episodes=5"),
                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
-    assert bad.returncode != 0 and "collect.episodes: 3 -> 5" in bad.stderr
+    assert bad.returncode == 2 and "collect.episodes: 3 -> 5" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_second_collector_into_the_same_dir_is_refused_and_the_first_completes(tmp_path):
+    data = tmp_path / "ds"
+    first = subprocess.Popen(_cmd(tmp_path, "a", f"collect.dir={data}", "collect.episodes=3"), cwd=REPO,
+                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(data / "shard-00000.parts" / "ep-0000000.h5", first)  # it is collecting
+    second = subprocess.run(_cmd(tmp_path, "b", f"collect.dir={data}", "collect.episodes=3"), cwd=REPO,
+                            env=_env(), capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert f"pid {first.pid} on host" in second.stderr and "collect.num_shards" in second.stderr
+    assert "FileExistsError" not in second.stderr and len(second.stderr.strip().splitlines()) == 1
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-3000:]
+    info = open_shard(data / "shard-00000.h5", verify=True)
+    assert sorted(r.episode_id for r in info.episodes) == ["0000000", "0000001", "0000002"]  # each once
 
 
 def test_two_parallel_shards_read_and_merge_as_one(tmp_path):

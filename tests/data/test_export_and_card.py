@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import make_buffer  # noqa: E402
+from synthetic import make_buffer, write_two_episodes  # noqa: E402
 
-from metamanip.cli.jobstate import write_json  # noqa: E402
+from metamanip.atomic import write_json  # noqa: E402
 from metamanip.data.calvin_export import export_calvin, load_calvin_frame  # noqa: E402
 from metamanip.data.card import build_card, card_markdown, write_card  # noqa: E402
 from metamanip.data.shards import ShardWriter  # noqa: E402
@@ -19,12 +19,7 @@ from metamanip.data.shards import ShardWriter  # noqa: E402
 
 @pytest.fixture
 def dataset(tmp_path):
-    w = ShardWriter(tmp_path / "ds", 0)
-    w.write_episode("0000000", make_buffer(num_trials=3, steps_per_trial=4, seed=0),
-                    {"meta_task": "open_drawer", "bucket": 2})
-    w.write_episode("0000001", make_buffer(num_trials=3, steps_per_trial=5, seed=1),
-                    {"meta_task": ["open_drawer", "turn_on_led"], "bucket": 0})
-    return tmp_path / "ds"
+    return write_two_episodes(tmp_path / "ds")
 
 
 def test_export_calvin_layout(dataset, tmp_path):

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 EXPERIMENTS = REPO / "experiments"
-PRIMARIES = ("collect", "train", "eval", "pipeline")
+PRIMARIES = ("collect", "train", "eval", "pipeline", "rl")
 LAUNCHERS = ("local", "slurm_gpu", "slurm_cpu")
 HYDRA_NODES = ("run", "sweep", "launcher", "sweeper", "job", "callbacks")
 

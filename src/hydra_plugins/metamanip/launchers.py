@@ -22,6 +22,8 @@ from hydra.core.utils import JobReturn, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher as _SubmititLocalLauncher
 
+from metamanip.errors import UserError
+
 log = logging.getLogger(__name__)
 
 #: Keys the SLURM launcher understands and the local one does not (`max_num_timeout` works for both:
@@ -34,7 +36,7 @@ SLURM_ONLY_KEYS: tuple[str, ...] = tuple(
 SLURM_PRESETS = "hydra/launcher=slurm_gpu (training, evaluation) or hydra/launcher=slurm_cpu (collection)"
 
 
-class SlurmKeyUnderLocalLauncher(ValueError):
+class SlurmKeyUnderLocalLauncher(UserError, ValueError):
     """A SLURM setting was given while the local launcher is selected."""
 
 
@@ -60,18 +62,27 @@ ConfigStore.instance().store(group="hydra/launcher", name="submitit_local_checke
                              node=CheckedLocalQueueConf, provider="metamanip")
 
 
+def slurm_keys_problem(params: dict[str, Any]) -> Optional[str]:
+    """The message for SLURM-only keys set under the local launcher (None when there are none); also the
+    compose-time check of `metamanip.cli.checks`, so a sweep is refused before it starts."""
+    given = {k: params[k] for k in SLURM_ONLY_KEYS if params.get(k) is not None}
+    if not given:
+        return None
+    keys = ", ".join(f"hydra.launcher.{k}={v!r}" for k, v in sorted(given.items()))
+    return (f"{keys}: SLURM-only setting(s), but the selected launcher is the local one "
+            f"(hydra/launcher=local runs jobs as processes on this machine); they belong to {SLURM_PRESETS}: "
+            f"choose one of those, or drop the key(s).")
+
+
 class LocalLauncher(_SubmititLocalLauncher):
     """submitit's local launcher with a concurrency cap and a clear error for SLURM-only keys."""
 
     def __init__(self, max_parallel: Optional[int] = None, **params: Any) -> None:
-        given = {k: params.pop(k) for k in SLURM_ONLY_KEYS if k in params}
-        given = {k: v for k, v in given.items() if v is not None}
-        if given:
-            keys = ", ".join(f"hydra.launcher.{k}={v!r}" for k, v in sorted(given.items()))
-            raise SlurmKeyUnderLocalLauncher(
-                f"{keys}: SLURM-only setting(s), but the selected launcher is the local one "
-                f"(hydra/launcher=local runs jobs as processes on this machine). They belong to {SLURM_PRESETS}: "
-                f"choose one of those, or drop the key(s).")
+        problem = slurm_keys_problem(params)
+        if problem:
+            raise SlurmKeyUnderLocalLauncher(problem)
+        for k in SLURM_ONLY_KEYS:
+            params.pop(k, None)
         if max_parallel is not None and int(max_parallel) < 1:
             raise ValueError(f"hydra.launcher.max_parallel={max_parallel}: must be a positive number of jobs "
                              "(or null for the whole batch at once)")

@@ -11,6 +11,7 @@ dataset must share `collect.dir`; `collect.shard` defaults to SLURM_ARRAY_TASK_I
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,11 +19,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from metamanip.cli.entry import entry_point
 from metamanip.cli.jobstate import job, write_json, write_metrics
+from metamanip.errors import ConfigMismatchError  # noqa: F401  (raised here; its home is metamanip.errors)
+from metamanip.locks import dir_lock
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +33,6 @@ CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
 POINTER = "dataset_dir.txt"
 # collect.* keys that do not change what is collected (so a resume with other values is the same dataset)
 RUNTIME_KEYS = ("dir", "shard", "progress", "finalise")
-
-
-class ConfigMismatchError(ValueError):
-    """The dataset directory was made by a different config."""
 
 
 def dataset_dir(job_dir: str | os.PathLike) -> Path:
@@ -99,6 +98,14 @@ def check_or_claim(root: Path, config: dict[str, Any]) -> None:
     write_json(path, {"fingerprint": fp, "config": config})
 
 
+def shard_lock(root: Path, shard: int, num_shards: int) -> Any:
+    """One collector per shard of a dataset: `<root>/.shard-XXXXX.lock` (held until the shard is written)."""
+    return dir_lock(root / f".shard-{shard:05d}.lock", f"collect shard {shard} of {num_shards} into {root}",
+                    hint=f"wait for it (running the same command afterwards resumes), or collect in parallel with "
+                        f"one shard per process: collect.dir={root} collect.shard=<i> collect.num_shards=<N> "
+                        f"(the same N for all, i = 0..N-1; with SLURM arrays collect.shard comes from the task id)")
+
+
 def build_env(cfg: DictConfig) -> Any:
     """The setting env; without cameras when images are rendered later."""
     env_cfg = cfg.env.copy()
@@ -118,7 +125,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from metamanip.data.collection import ShardCollector, meta_tasks_of, plan_slots, shard_slots
     from metamanip.data.shards import WriteOptions
 
-    with job(cfg) as out:
+    with job(cfg) as out, contextlib.ExitStack() as stack:
         c = cfg.collect
         root = resolve_dir(cfg)
         shard, num_shards = resolve_shard(cfg), int(c.num_shards)
@@ -130,6 +137,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                              "thesis_7 (7 objects) or combi")
         config = dataset_config(cfg)
         root.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(shard_lock(root, shard, num_shards))
         check_or_claim(root, config)
         (Path(out) / POINTER).write_text(str(root.resolve()) + "\n")
         env = build_env(cfg)
@@ -164,7 +172,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="collect")
+@entry_point("collect")
 def main(cfg: DictConfig) -> None:
     metrics = run(cfg)
     rate = metrics["oracle_success_rate"]

@@ -12,11 +12,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from metamanip.atomic import atomic_path
+from metamanip.cli.entry import entry_point
 from metamanip.cli.jobstate import job, write_metrics
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def run_demo(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="demo")
+@entry_point("demo")
 def main(cfg: DictConfig) -> None:
     with job(cfg) as out:
         m = run_demo(cfg, out)

@@ -15,10 +15,11 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from metamanip.cli.entry import entry_point
 from metamanip.cli.jobstate import job, objective
+from metamanip.errors import CheckpointError  # noqa: F401  (raised here; its home is metamanip.errors)
 from metamanip.evaluation.agents import OracleFactory, PolicyFactory
 from metamanip.evaluation.evaluator import evaluate
 from metamanip.evaluation.metrics import metrics_from_summary
@@ -31,10 +32,6 @@ log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
 AGENTS = ("policy", "oracle")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be evaluated under this config (missing, unreadable or mismatched)."""
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -236,7 +233,7 @@ def format_table(summary: Mapping[str, Any]) -> str:
     return "\n".join([line(head), sep, *map(line, rows[:-1]), sep, line(rows[-1])])
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+@entry_point("eval")
 def main(cfg: DictConfig) -> float | None:
     metrics = run(cfg)
     summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())

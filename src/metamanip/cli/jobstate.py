@@ -14,13 +14,14 @@ import os
 import socket
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
 from metamanip.atomic import atomic_write_text, write_json  # noqa: F401  (re-exported for entry points)
+from metamanip.locks import dir_lock
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,22 @@ def job(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> Iterato
     """
     out = Path(output_dir if output_dir is not None else cfg.paths.output_dir)
     writer = int(os.environ.get("RANK", "0")) == 0
+    # one writer per job dir: a second run with the same hydra.run.dir is refused before it writes anything
+    lock = dir_lock(out / LOCK_NAME, f"job dir {out}", fix_for_locked_job_dir(out)) if writer else nullcontext()
+    with lock, _job_body(cfg, out, writer):
+        yield out
+
+
+LOCK_NAME = ".metamanip.lock"
+
+
+def fix_for_locked_job_dir(out: Path) -> str:
+    return (f"wait for it to finish (it resumes from what is in {out} when run again), or give this run "
+            "its own output dir (drop hydra.run.dir=... for a fresh timestamped one)")
+
+
+@contextmanager
+def _job_body(cfg: DictConfig, out: Path, writer: bool) -> Iterator[Path]:
     started = time.time()
     base: dict[str, Any] = {}
     if writer:

@@ -16,9 +16,9 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from metamanip.cli.entry import entry_point
 from metamanip.cli.jobstate import job, objective, write_metrics
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def compare_by_trial(summaries: dict[str, dict[str, Any]]) -> str:
     return "\n".join([head, *rows])
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="pipeline")
+@entry_point("pipeline")
 def main(cfg: DictConfig) -> float | None:
     from metamanip.cli.eval import format_table
 

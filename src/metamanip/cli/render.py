@@ -11,9 +11,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from metamanip.cli.entry import entry_point
 from metamanip.cli.jobstate import job, write_metrics
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="render")
+@entry_point("render")
 def main(cfg: DictConfig) -> None:
     m = run(cfg)
     print(f"rendered {m['episodes']} episode(s), {m['frames']} frames in {m['files']} file(s) of {cfg.dataset}")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from metamanip.cli.entry import format_error
 from metamanip.results.loader import NoRunsError, latest_sweep, load_results
 from metamanip.results.report import missing_markdown, write_report
 
@@ -46,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not 0.0 < args.confidence < 1.0:
-        print(f"error: --confidence must be in (0, 1), got {args.confidence}", file=sys.stderr)
+        print(format_error(f"--confidence must be in (0, 1), got {args.confidence}; use e.g. --confidence 0.95"),
+              file=sys.stderr)
         return 2
     try:
         if not args.dirs:
@@ -59,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               confidence=args.confidence, reference=not args.no_reference)
     except (NoRunsError, FileNotFoundError, NotADirectoryError, KeyError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
+        print(format_error(str(msg)), file=sys.stderr)
         return 2
     done = len(results.finished)
     print(f"{done} of {len(results.jobs)} job(s) with results under {', '.join(args.dirs)}\n")

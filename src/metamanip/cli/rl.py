@@ -17,16 +17,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from metamanip.cli.entry import entry_point
 from metamanip.cli.jobstate import job, objective, read_status, write_metrics
+from metamanip.errors import MissingInputError
 from metamanip.training.preemption import Preempted
 
 log = logging.getLogger(__name__)
-
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
 def evaluate_stage(cfg: DictConfig, ckpt: str | Path, out: Path) -> dict[str, Any]:
@@ -63,7 +62,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     with job(cfg) as out:
         seed_everything(int(cfg.seed))
-        payload = check_checkpoint(cfg.get("ckpt"), cfg)   # before any env starts
+        if cfg.get("ckpt") in (None, "", "???"):
+            raise MissingInputError("metamanip-rl needs the behaviour-cloned policy to fine-tune (ckpt is not set)",
+                                    fix="pass ckpt=<train job>/checkpoints/last.pt, e.g. of metamanip-pipeline "
+                                        "experiment=demo")
+        payload = check_checkpoint(cfg.ckpt, cfg)   # before any env starts
         trainer = instantiate(cfg.rl)
         num_trials, trial_steps = trial_budget_of(cfg.env)
         policy = load_policy(payload).to(str(cfg.rl.device))
@@ -99,7 +102,7 @@ def format_comparison(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="rl")
+@entry_point("rl")
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = run(cfg)

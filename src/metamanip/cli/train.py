@@ -16,11 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from metamanip.cli.entry import entry_point
 from metamanip.cli.jobstate import job, objective, write_metrics
+from metamanip.errors import DatasetMismatchError  # noqa: F401  (raised here; its home is metamanip.errors)
 from metamanip.training import distributed
 from metamanip.training.preemption import Preempted
 from metamanip.training.trainer import seed_everything
@@ -28,10 +29,6 @@ from metamanip.training.trainer import seed_everything
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
-
-
-class DatasetMismatchError(ValueError):
-    """The dataset cannot feed this policy (missing camera, trials shorter than the window, ...)."""
 
 
 def heldout_episodes(episode_ids: list[str], val_episodes: float) -> list[str]:
@@ -187,7 +184,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@entry_point("train")
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = run(cfg)

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
-from metamanip.cli.jobstate import atomic_write_text, write_json
+from metamanip.atomic import atomic_write_text, write_json
 from metamanip.data.shards import dataset_files, list_episodes
 
 PROGRESS_GLOB = "shard-*.progress.json"

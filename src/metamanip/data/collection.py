@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from metamanip.cli.jobstate import write_json
+from metamanip.atomic import write_json
 from metamanip.data.shards import EpisodeBuffer, ShardWriter, WriteOptions
 
 log = logging.getLogger(__name__)

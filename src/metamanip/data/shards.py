@@ -56,6 +56,7 @@ import h5py
 import numpy as np
 
 from metamanip.atomic import json_default
+from metamanip.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ SHARD_RE = re.compile(r"^shard-(\d{5})\.h5$")
 PART_RE = re.compile(r"^ep-(.+)\.h5$")
 
 
-class CorruptShardError(RuntimeError):
+class CorruptShardError(UserError, RuntimeError):
     """A shard file that cannot be read completely (truncated, corrupted bytes, wrong format)."""
 
     def __init__(self, path: str | os.PathLike, reason: str):

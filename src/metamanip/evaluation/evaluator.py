@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from metamanip.cli.jobstate import write_json, write_metrics
+from metamanip.atomic import write_json
 from metamanip.evaluation.agents import PolicyAgent
 from metamanip.evaluation.metrics import metrics_from_summary, summarize
 from metamanip.evaluation.protocol import EpisodeSpec
@@ -94,7 +94,7 @@ def evaluate(specs: Sequence[EpisodeSpec], *, env_factory: Callable[[], Any], ou
     summary = summarize(trial_log.rows, num_trials, groups=groups, config=config)
     summary["complete"] = len(trial_log.done) == len(specs)
     write_json(out / "summary.json", summary)
-    write_metrics(out, metrics_from_summary(summary))
+    write_json(out / "metrics.json", metrics_from_summary(summary))
     return summary
 
 

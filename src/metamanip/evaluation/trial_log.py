@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from metamanip.cli.jobstate import atomic_write_text
+from metamanip.atomic import atomic_write_text
 from metamanip.evaluation.metrics import TrialRow
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,8 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 import yaml
 
+from metamanip.errors import UserError
+
 log = logging.getLogger(__name__)
 
 #: Columns that identify what a job ran; filled from summary.json, Hydra's choices, then the config.
@@ -49,7 +51,7 @@ _JOB_MARKERS = ("status.json", "metrics.json", "summary.json")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: big sweeps load faster
 
 
-class NoRunsError(ValueError):
+class NoRunsError(UserError, ValueError):
     """Raised when a directory holds no job at all (nothing to tabulate)."""
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from metamanip.cli.jobstate import atomic_write_text
+from metamanip.atomic import atomic_write_text
 from metamanip.results.loader import SweepResults
 from metamanip.results.plots import (plot_average_reward, plot_loss_curves, plot_rl_curves, plot_success_by_trial,
                                      save_figure)

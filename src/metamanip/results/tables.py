@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from metamanip.cli.jobstate import atomic_write_text
+from metamanip.atomic import atomic_write_text
 from metamanip.results.loader import KEY_COLUMNS, SweepResults
 from metamanip.results.reference import THESIS_RESULTS, ReferenceResult, matching_references
 

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from metamanip.atomic import atomic_write_text
+from metamanip.errors import UserError
 from metamanip.training import checkpointing, distributed
 from metamanip.training.augment import RandomShift
 from metamanip.training.loggers import NoLogger
@@ -43,7 +44,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 LOG_COLUMNS = ("step", "loss", "lr", "val_loss", "samples_per_s")
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """The loss became NaN or inf; the run stopped before applying the update."""
 
 
