@@ -1,4 +1,4 @@
-"""Library code imports downwards only: envs → settings → oracle → data → models → training → evaluation
+"""Library code imports downwards only: envs → settings → oracle → data → models → training → evaluation → rl
 → results; `cli/` wires them and nothing below it imports `cli/`. Modules at the package root
 (`atomic.py`, `errors.py`, `locks.py`) sit below every layer."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import metamanip
 
-LAYERS = ["envs", "settings", "oracle", "data", "models", "training", "evaluation", "results", "cli"]
+LAYERS = ["envs", "settings", "oracle", "data", "models", "training", "evaluation", "rl", "results", "cli"]
 ROOT = Path(metamanip.__file__).parent
 
 
