@@ -290,13 +290,16 @@ class PPOTrainer:
         n = flat["n"]
         stats: dict[str, list[float]] = {k: [] for k in ("loss_objective", "loss_critic", "kl_approx",
                                                          "clip_fraction", "explained_variance")}
-        epochs_run = 0
+        epochs_run, kl, stopped = 0, 0.0, False
         for _ in range(self.epochs):
             perm = torch.randperm(n, generator=gen)
-            kls = []
             for mb in perm.split(self.minibatch_size):
                 td = self.minibatch(policy, flat, mb)
                 out = loss_fn(td)
+                kl = float(out["kl_approx"])
+                if actor_phase and self.target_kl is not None and kl > 1.5 * self.target_kl:
+                    stopped = True  # the policy moved far enough from the rollout's: no step on this minibatch
+                    break
                 loss = out["loss_critic"]
                 if actor_phase:
                     loss = loss + out["loss_objective"]
@@ -311,18 +314,17 @@ class PPOTrainer:
                     params = [p for g in actor_opt.param_groups for p in g["params"]]
                     torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
                     actor_opt.step()
-                    self.adapt_lr(actor_opt, float(out["kl_approx"]))
                 for k in stats:
                     if k in out.keys():
                         stats[k].append(float(out[k].detach().float().mean()))
-                kls.append(float(out["kl_approx"]))
-                if actor_phase and self.target_kl is not None and kls[-1] > 1.5 * self.target_kl:
-                    break  # this minibatch moved the policy too far from the rollout's: stop the update here
             epochs_run += 1
-            if actor_phase and self.target_kl is not None and kls[-1] > 1.5 * self.target_kl:
-                log.info("approximate KL %.4f > 1.5 x rl.target_kl=%g in epoch %d: stopping this update",
-                         kls[-1], self.target_kl, epochs_run)
+            if stopped:
+                log.info("approximate KL %.4f > 1.5 x rl.target_kl=%g in epoch %d: stopping this update", kl,
+                         self.target_kl, epochs_run)
                 break
+        if actor_phase:
+            self.adapt_lr(actor_opt, kl)
+        stats["kl_approx"] = [kl]  # how far this update moved the policy from the rollout's
         result = {k: (float(np.mean(v)) if v else float("nan")) for k, v in stats.items()}
         result["epochs"] = epochs_run
         result["lr"] = float(actor_opt.param_groups[0]["lr"])
@@ -330,9 +332,10 @@ class PPOTrainer:
         return result
 
     def adapt_lr(self, opt: torch.optim.Optimizer, kl: float) -> None:
-        """`rl.lr_schedule=adaptive`: divide the actor's learning rate by 1.5 when the approximate KL to
-        the rollout policy passes 2 × target_kl, multiply it by 1.5 below target_kl / 2, within
-        `rl.lr_range`. The rate lives in the optimiser's state, so it resumes with the run."""
+        """`rl.lr_schedule=adaptive`, after each update: divide the actor's learning rate by 1.5 when the
+        update's approximate KL to the rollout policy passed 2 × target_kl, multiply it by 1.5 when it
+        stayed below target_kl / 2, within `rl.lr_range`. The rate lives in the optimiser's state, so it
+        resumes with the run."""
         if self.lr_schedule != "adaptive" or self.target_kl is None:
             return
         for group in opt.param_groups:
