@@ -171,3 +171,25 @@ def test_the_adaptive_learning_rate_follows_the_kl_within_its_range():
     fixed = PPOTrainer(lr=1e-5, lr_schedule="fixed")
     fixed.adapt_lr(opt, 1.0)
     assert opt.param_groups[0]["lr"] == pytest.approx(2e-5)
+
+
+def test_an_image_policy_rolls_out_from_the_cameras_and_the_update_recomputes_it(tmp_path):
+    cfg = compose("train", ["backbone=tiny", "decoder=lstm", "policy=tiny", "policy.obs=rgb+state",
+                            "policy.window_size=2"], tmp_path / "cfg_rgb")
+    torch.manual_seed(0)
+    policy = build_policy(cfg)
+    policy.set_state_stats(np.zeros(39), np.ones(39))
+    policy.eval()
+    env = compose("rl", [*ENV[:-2], "env.sim.cameras.static={width: 32, height: 32}",
+                         "env.sim.cameras.gripper={width: 32, height: 32}", "env.trial_steps=4"], tmp_path / "rlcfg").env
+    trainer = PPOTrainer(num_workers=1, envs_per_worker=2)
+    head, critic = trainer.build_heads(policy, policy.feature_dim)
+    with EnvWorkerPool(ConfigFactory(env_for_split(env, "train")), 1, envs_per_worker=2) as pool:
+        col = RolloutCollector(pool, policy, head, critic, num_objs=3, num_trials=3, trial_steps=4,
+                               generator=torch.Generator().manual_seed(2))
+        trajs = col.collect(EpisodePlan(env, "train", 2, seed=0)(0))
+    assert trajs[0].obs["rgb_static"].shape[1:] == (32, 32, 3) and "rgb_gripper" in trajs[0].obs
+    flat = flatten(trajs, trainer)
+    td = PPOTrainer.minibatch(policy, flat, torch.arange(flat["n"]))
+    dist = head(*policy.action_params(td["windows"], td["lengths"]))
+    assert torch.allclose(dist.log_prob(td["action"]), td["sample_log_prob"], atol=1e-4)

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ("iteration", "env_steps", "episodes", "rollout_reward", "success_by_trial", "phase",
                "loss_objective", "loss_critic", "kl_approx", "clip_fraction", "explained_variance", "std", "lr",
+               "env_busy",
                "epochs", "rollout_s", "update_s", "env_steps_per_s")
 
 
@@ -245,6 +246,7 @@ class PPOTrainer:
                             break
                         specs = plan(iteration)
                         t0 = time.perf_counter()
+                        rounds0 = collector.rounds
                         trajs = collector.collect(specs)
                         rollout_s = time.perf_counter() - t0
                         steps = sum(len(t) for t in trajs)
@@ -253,6 +255,8 @@ class PPOTrainer:
                         stats = self.update(policy, head, critic, loss_fn, actor_opt, critic_opt, trajs, gen,
                                             actor_phase=iteration >= self.critic_warmup_iters)
                         update_s = time.perf_counter() - t1
+                        stats["env_busy"] = round(sum(len(t) for t in trajs) /
+                                                  max((collector.rounds - rounds0) * len(collector.slots), 1), 4)
                         iteration += 1
                         row = self._row(iteration, env_steps, trajs, num_trials, stats, head, rollout_s, update_s, steps)
                         rows.append(row)
@@ -384,7 +388,8 @@ class PPOTrainer:
                 "success_by_trial": " ".join(f"{v:.3f}" for v in by_trial), "phase": stats["phase"],
                 **{k: round(stats[k], 6) for k in ("loss_objective", "loss_critic", "kl_approx", "clip_fraction",
                                                    "explained_variance")},
-                "std": round(float(head.std.detach().mean()), 5), "lr": stats["lr"], "epochs": stats["epochs"],
+                "std": round(float(head.std.detach().mean()), 5), "lr": stats["lr"], "env_busy": stats["env_busy"],
+                "epochs": stats["epochs"],
                 "rollout_s": round(rollout_s, 2), "update_s": round(update_s, 2),
                 "env_steps_per_s": round(steps / rollout_s, 1) if rollout_s > 0 else 0.0}
 

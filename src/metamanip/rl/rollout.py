@@ -95,6 +95,7 @@ class RolloutCollector:
         self.slots = [(w, j) for w in range(len(pool)) for j in range(pool.envs_per_worker)]
         self.seconds = 0.0   # wall time spent in collect()
         self.env_steps = 0
+        self.rounds = 0      # lockstep rounds: env_steps / (rounds x slots) is how busy the envs were
 
     # ------------------------------------------------------------------ helpers
     def _text(self, slot: _Slot) -> str:
@@ -186,6 +187,7 @@ class RolloutCollector:
                                  "log_prob": float(log_prob[i]), "value": float(values[i]), "extra": extra[i]})
             answers = self._step({s: env_actions[i] for i, s in enumerate(order)})
             self.env_steps += len(order)
+            self.rounds += 1
             freed = []
             for s in order:
                 ep, sl = active[s]
