@@ -1,4 +1,5 @@
 """wandb: offline files inside the run dir, a stable id, the same run continued on resume."""
+import re
 import shutil
 
 import torch
@@ -30,5 +31,7 @@ def test_offline_run_files_and_resumed_run_keeps_its_id(tmp_path, monkeypatch):
     shutil.copytree(first, moved)
     Trainer(max_steps=4, **kw).fit(TinyPolicy(), WindowSet(16), None, moved, logger=WandbLogger(project="t"))
     runs = sorted((moved / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)
+    # wandb names a run's dir offline-run-<second>-<id>, adding "-1" when two runs start in the same second
+    assert len(runs) == 2 and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{re.escape(run_id)}(-\d+)?", r.name)
+                                  for r in runs), [r.name for r in runs]
     assert load_checkpoint(moved / "checkpoints/last.pt")["logger_id"] == run_id
