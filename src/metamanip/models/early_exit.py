@@ -202,7 +202,7 @@ class MultiExitPolicy(FlamingoPolicy):
             self.state_tokens = int(state_tokens)
             self.state_media = nn.Linear(self.state_encoder.out_features, self.state_tokens * backbone.vis_dim)
         e = len(self.exit_layers)
-        self.register_buffer("thresholds", torch.zeros(e))
+        self.register_buffer("thresholds", torch.zeros(e, dtype=torch.float64))
         self.register_buffer("calibration", torch.full((int(calibration_windows), e), float("nan")))
         self.max_layer: int | None = None
         self.configure_exits(thresholds=thresholds, max_layer=max_layer)
@@ -216,6 +216,20 @@ class MultiExitPolicy(FlamingoPolicy):
     @property
     def feature_dim(self) -> int:
         return int(self.backbone.feature_dim)
+
+    @property
+    def checkpoint_prefixes(self) -> tuple[str, ...]:
+        """What a checkpoint keeps beyond the trainable parameters: the fitted thresholds and calibration
+        deltas, the state media projection, and with `stage: heads` the frozen backbone."""
+        own = ("thresholds", "calibration", "state_media.")
+        if self.stage != "heads":
+            return own
+        from metamanip.models.language_model import input_embeddings
+
+        emb = input_embeddings(self.backbone.lang_encoder).weight
+        joint = tuple(n for n, p in self.named_parameters()
+                      if n.startswith("backbone.perceiver") or ".gated_cross_attn_layers." in n or p is emb)
+        return own + joint
 
     @property
     def n_exits(self) -> int:
@@ -372,9 +386,6 @@ class MultiExitPolicy(FlamingoPolicy):
         return out
 
     # ---------------------------------------------------------------- inference
-    def reset(self, env_ids: Sequence[int] | None = None) -> None:
-        super().reset(env_ids)
-
     def _decode_last(self, windows: list[torch.Tensor]) -> torch.Tensor:
         """Extra-head actions (n, 7) for windows of possibly different lengths."""
         out = torch.empty(len(windows), 7, device=self.device)
@@ -548,6 +559,31 @@ def calibrate(policy: MultiExitPolicy, batches: Any) -> np.ndarray:
     policy.calibration.fill_(float("nan"))
     policy.calibration[: deltas.shape[0]] = deltas.to(policy.calibration)
     return deltas.numpy()
+
+
+def tune_thresholds_online(evaluate: Any, n_exits: int, n_trials: int, flops_budget: float,
+                           seed: int = 0, low: float = 1e-4, high: float = 1.0) -> dict[str, Any]:
+    """Online thresholds (DeeR's Bayesian optimisation, here an optuna TPE study): `evaluate(thresholds,
+    trial_number) -> (average_reward, lm_flops_ratio)` runs the simulator; the study maximises the reward,
+    less 10 x the FLOPs ratio above `flops_budget`. Thresholds are sampled log-uniformly in [low, high]
+    for every exit but the last (infinite). Returns the best trial's thresholds and figures."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial: optuna.Trial) -> float:
+        th = [trial.suggest_float(f"t{k}", low, high, log=True) for k in range(n_exits - 1)] + [math.inf]
+        reward, ratio = evaluate(th, trial.number)
+        trial.set_user_attr("average_reward", float(reward))
+        trial.set_user_attr("lm_flops_ratio", float(ratio))
+        return float(reward) - 10.0 * max(0.0, float(ratio) - flops_budget)
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(objective, n_trials=n_trials)
+    best = study.best_trial
+    return {"thresholds": [best.params[f"t{k}"] for k in range(n_exits - 1)] + [math.inf],
+            "average_reward": best.user_attrs["average_reward"], "lm_flops_ratio": best.user_attrs["lm_flops_ratio"],
+            "trials": n_trials, "flops_budget": flops_budget}
 
 
 # ------------------------------------------------------------------ building
