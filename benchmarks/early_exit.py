@@ -111,7 +111,8 @@ def main() -> None:
             s = run_eval(f"ratio_{r:g}", {"exit_ratio": float(r)})
             row = {"exit_ratio": r, **figures(s, full_flops)}
             th = fit_thresholds(deltas, r)
-            row["calibration_mean_exit"] = round(float(exits_taken(deltas, th).mean()) + 1, 3)
+            layers = [policy.exit_layers[k] + 1 for k in exits_taken(deltas, th)]
+            row["calibration_mean_exit_layer"] = round(sum(layers) / len(layers), 3)
             budgets.append(row)
 
         online = None
@@ -123,6 +124,7 @@ def main() -> None:
                 return s["average_reward"], s["lm_flops_per_action"] / full_flops
 
             online = tune_thresholds_online(trial, policy.n_exits, args.online, args.online_budget, seed=0)
+            online["thresholds"] = [t if t != float("inf") else None for t in online["thresholds"]]  # JSON: null
 
     full_reward = full["average_reward"]
     ok = [b["lm_flops_ratio"] for b in budgets if b["average_reward"] >= 0.95 * full_reward]
@@ -141,7 +143,7 @@ def main() -> None:
     out = {"full": {k: full[k] for k in ("average_reward", "lm_layers_per_action", "mean_exit_layer",
                                           "lm_flops_per_action", "success_by_trial")},
            "budgets": [{k: b[k] for k in ("exit_ratio", "average_reward", "lm_layers_per_action", "lm_flops_ratio",
-                                          "mean_exit_layer", "calibration_mean_exit")} for b in budgets],
+                                          "mean_exit_layer", "calibration_mean_exit_layer")} for b in budgets],
            "best_flops_ratio_at_95": best, "train_minutes": train_min}
     if online is not None:
         out["online"] = online
