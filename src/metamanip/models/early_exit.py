@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 EXIT_STAGES = ("joint", "heads")
 STATE_FUSIONS = ("concat", "lm")
-EXIT_DISTRIBUTIONS = ("exp",)
 
 
 class _StopLM(Exception):
