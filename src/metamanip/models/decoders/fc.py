@@ -13,6 +13,8 @@ from metamanip.models.decoders.heads import ContinuousDecoder, default_hidden
 class FCDecoder(ContinuousDecoder):
     """Linear(d, d/2) -> ReLU -> Linear(d/2, hidden) -> heads, applied per step (RoboFlamingo's FC layout)."""
 
+    temporal = False  # each step's action from its own feature: inference needs no history
+
     def __init__(
         self,
         in_features: int,

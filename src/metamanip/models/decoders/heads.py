@@ -117,6 +117,10 @@ def check_actions(actions: torch.Tensor, features: torch.Tensor) -> None:
 class ContinuousDecoder(nn.Module):
     """Base: subclasses define `encode(features) -> (B, T, hidden)`; heads, loss and prediction live here."""
 
+    #: whether a step's output reads earlier steps of the window (chunk execution keeps the history of a
+    #: temporal decoder complete; models/chunking.py)
+    temporal = True
+
     def __init__(
         self,
         hidden_size: int,
