@@ -304,3 +304,56 @@ def test_the_config_rules_know_the_chunk_options():
     discrete = OmegaConf.create({"decoder": {"_target_": "metamanip.models.decoders.discrete.DiscreteDecoder",
                                              "fwd_pred_next_n": 4}})
     assert "fwd_pred_next_n" in checks._decoder_problem(discrete)
+
+
+# ------------------------------------------------------------------------------------- diffusion
+def test_diffusion_chunks_mask_the_trial_end_and_k1_is_unchanged():
+    from metamanip.models.decoders.diffusion import DiffusionDecoder
+
+    torch.manual_seed(0)
+    dec = DiffusionDecoder(16, 4, hidden_size=16, num_layers=1, num_train_timesteps=20, num_inference_steps=4,
+                           fwd_pred_next_n=3)
+    feats, labels, mask = torch.randn(2, 4, 16), chunk_labels(2, 4, 3), trial_end_mask(4, 3, [0, 1])
+
+    def loss(lab):
+        torch.manual_seed(5)  # the same diffusion timesteps and noise
+        return dec.loss(feats, lab, chunk_mask=mask)["loss"]
+
+    base = loss(labels)
+    outside = labels.clone()
+    outside[~mask] = torch.randn(int((~mask).sum()), 7)
+    assert torch.equal(loss(outside), base)
+    inside = labels.clone()
+    inside[0, 3, 0] = -inside[0, 3, 0]
+    assert not torch.equal(loss(inside), base)
+    g = torch.Generator().manual_seed(1)
+    chunk = dec.predict_chunk(feats, generator=g)
+    assert chunk.shape == (2, 3, 7) and chunk.abs().max() <= 1
+    g = torch.Generator().manual_seed(1)
+    first = dec.predict(feats, generator=g)
+    torch.testing.assert_close(first[:, :6], chunk[:, 0, :6])
+    assert torch.equal(first[:, 6], torch.where(chunk[:, 0, 6] > 0, 1.0, -1.0))
+    # k = 1: same parameters from the same seed, same loss and samples
+    torch.manual_seed(2)
+    old = DiffusionDecoder(16, 4, hidden_size=16, num_layers=1, num_train_timesteps=20, num_inference_steps=4)
+    torch.manual_seed(2)
+    new = DiffusionDecoder(16, 4, hidden_size=16, num_layers=1, num_train_timesteps=20, num_inference_steps=4,
+                           fwd_pred_next_n=1)
+    assert all(torch.equal(v, new.state_dict()[k]) for k, v in old.state_dict().items())
+    actions = fake_batch(b=2, t=4)["actions"]
+    torch.manual_seed(9)
+    a = old.loss(feats, actions)["loss"]
+    torch.manual_seed(9)
+    assert torch.equal(new.loss(feats, actions)["loss"], a)
+    assert torch.equal(new.predict(feats, torch.Generator().manual_seed(3)),
+                       old.predict(feats, torch.Generator().manual_seed(3)))
+
+
+def test_a_diffusion_policy_plays_its_chunks_open_loop():
+    policy = state_policy("diffusion", 2, "open_loop")
+    policy.seed(0)
+    batch = state_batch(2, 4)
+    policy.reset()
+    played = [policy.select_action(obs_at(batch, s), batch["text"]) for s in range(4)]
+    assert policy.chunker.model_calls == 4  # 2 envs x decision steps 0 and 2
+    assert all(a.shape == (2, 7) and set(np.unique(a[:, 6])) <= {-1.0, 1.0} for a in played)
