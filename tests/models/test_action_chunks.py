@@ -357,3 +357,31 @@ def test_a_diffusion_policy_plays_its_chunks_open_loop():
     played = [policy.select_action(obs_at(batch, s), batch["text"]) for s in range(4)]
     assert policy.chunker.model_calls == 4  # 2 envs x decision steps 0 and 2
     assert all(a.shape == (2, 7) and set(np.unique(a[:, 6])) <= {-1.0, 1.0} for a in played)
+
+
+# ------------------------------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_a_chunked_policy_collects_trains_and_evaluates_through_the_pipeline(tmp_path):
+    """decoder.fwd_pred_next_n=3 through metamanip-pipeline (states-only Explore-3, a few steps), then the
+    same checkpoint evaluated with temporal ensembling in the env workers."""
+    import json
+    import os
+
+    from metamanip.cli import pipeline
+
+    small = ["collect.episodes=12", "trial_limits.zero=1", "trial_limits.one=1", "trainer.max_steps=20",
+             "trainer.save_every_steps=20", "eval.num_resets=1", "eval.num_workers=1", "decoder.fwd_pred_next_n=3"]
+    job = tmp_path / "open_loop"
+    pipeline.run(pipeline.compose("pipeline", ["experiment=meta_learn_state_3", *small], job))
+    payload = torch.load(job / "train" / "checkpoints" / "last.pt", weights_only=False)
+    assert payload["policy"]["config"]["decoder"]["fwd_pred_next_n"] == 3
+    first = json.loads((job / "eval" / "summary.json").read_text())
+    ens = tmp_path / "ensemble"
+    os.makedirs(ens / "collect")
+    os.symlink(job / "collect" / "dataset", ens / "collect" / "dataset")
+    os.symlink(job / "train", ens / "train")
+    pipeline.run(pipeline.compose("pipeline", ["experiment=meta_learn_state_3", *small, "eval.chunk_execution=ensemble",
+                                               "eval.policy_in_workers=true", "pipeline.skip=[collect,train]"], ens))
+    second = json.loads((ens / "eval" / "summary.json").read_text())
+    assert first["episodes"] == second["episodes"] >= 1
+    assert len(second["success_by_trial"]) == 3
