@@ -119,6 +119,17 @@ def compatibility_problems(ckpt_cfg: Mapping[str, Any], run_cfg: Mapping[str, An
     return problems
 
 
+def chunk_overrides(e: DictConfig) -> dict[str, Any]:
+    """`eval.chunk_execution` / `eval.ensemble_weight` (null: the checkpoint's) as decoder options: how a
+    chunked policy plays its chunks here; a policy without chunks ignores them."""
+    out: dict[str, Any] = {}
+    if e.get("chunk_execution") is not None:
+        out["execution"] = str(e.chunk_execution)
+    if e.get("ensemble_weight") is not None:
+        out["ensemble_weight"] = float(e.ensemble_weight)
+    return out
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Evaluate in `cfg.paths.output_dir`; returns the metrics (also written to metrics.json)."""
     e = cfg.eval
@@ -141,12 +152,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if str(e.get("device", "cpu")) != "cpu":
                 raise ValueError("eval.policy_in_workers=true runs a policy copy in every env worker on the CPU; "
                                  "set eval.device=cpu or eval.policy_in_workers=false (batched on the device)")
-            agent_factory = PolicyFactory(str(cfg.ckpt), e.feedback)
+            agent_factory = PolicyFactory(str(cfg.ckpt), e.feedback, decoder_overrides=chunk_overrides(e))
         elif payload is not None:
             from metamanip.models.checkpoint import load_policy
+            from metamanip.models.chunking import with_chunk_execution
 
             device = str(e.get("device", "cpu"))
-            policy = load_policy(payload).to(device)
+            policy = load_policy(with_chunk_execution(payload, chunk_overrides(e))).to(device)
         else:
             agent_factory = OracleFactory(OmegaConf.to_container(cfg.oracle, resolve=True))
         num_trials, trial_steps = trial_budget_of(cfg.env)

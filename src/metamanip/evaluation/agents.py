@@ -123,15 +123,21 @@ class PolicyFactory:
     For CPU evaluation of small policies, where inference in every worker beats batching in one process.
     """
 
-    def __init__(self, ckpt: str, feedback: str = "train", threads: int = 1):
+    def __init__(self, ckpt: str, feedback: str = "train", threads: int = 1,
+                 decoder_overrides: Mapping[str, Any] | None = None):
         self.ckpt = str(ckpt)
         self.feedback = feedback
         self.threads = int(threads)
+        self.decoder_overrides = dict(decoder_overrides or {})  # chunk execution (eval.chunk_execution)
 
     def __call__(self, env: Any) -> PolicyEpisodeAgent:
         import torch
 
-        from metamanip.models.checkpoint import load_policy
+        from metamanip.models.checkpoint import load_policy, read_payload
+        from metamanip.models.chunking import with_chunk_execution
 
         torch.set_num_threads(self.threads)
-        return PolicyEpisodeAgent(load_policy(self.ckpt), self.feedback)
+        source: Any = self.ckpt
+        if self.decoder_overrides:
+            source = with_chunk_execution(read_payload(self.ckpt), self.decoder_overrides)
+        return PolicyEpisodeAgent(load_policy(source), self.feedback)
