@@ -28,6 +28,7 @@ EVAL_FEEDBACK = ("train", "alt")
 POLICY_OBS = ("rgb", "state", "rgb+state")
 TEXT_INPUTS = ("trial", "first_trial")
 FUSION_MODES = ("post", "pre")
+CHUNK_EXECUTIONS = ("open_loop", "ensemble", "first")  # models.decoders.heads.CHUNK_EXECUTIONS
 RENDER_MODES = ("live", "later")
 IMAGE_CODECS = ("lzma", "gzip")
 DEVICES = ("auto", "cpu", "cuda")
@@ -117,6 +118,12 @@ RULES: tuple[Rule, ...] = (
     Rule("decoder.dropout", _number(0, 1), "use a dropout probability in [0, 1)"),
     Rule("decoder.n_bins", _int_at_least(2), "the discrete decoder needs at least 2 bins per dimension"),
     Rule("decoder.num_train_timesteps", _int_at_least(1), "use a positive number of diffusion steps"),
+    Rule("decoder.fwd_pred_next_n", _int_at_least(1), "use 1 (one action per step) or a chunk of k > 1 actions"),
+    Rule("decoder.execution", CHUNK_EXECUTIONS, "how chunks are played at inference (docs/DESIGN.md)"),
+    Rule("decoder.ensemble_weight", _number(0), "ACT's m >= 0 (0: plain mean of the overlapping predictions)"),
+    Rule("eval.chunk_execution", lambda v: v is None or v in CHUNK_EXECUTIONS,
+         "null keeps the checkpoint's decoder.execution; else open_loop, ensemble or first"),
+    Rule("eval.ensemble_weight", lambda v: v is None or _number(0)(v), "null keeps the checkpoint's; else >= 0"),
     Rule("eval.split", SPLITS, "heldout: the thesis' held-out combinations, train: the training ones"),
     Rule("eval.agent", EVAL_AGENTS, "policy (with ckpt=...) or oracle (with oracle=scripted|llm)"),
     Rule("eval.feedback", EVAL_FEEDBACK, "train: the training feedback strings, alt: the paraphrases"),

@@ -119,6 +119,17 @@ def compatibility_problems(ckpt_cfg: Mapping[str, Any], run_cfg: Mapping[str, An
     return problems
 
 
+def chunk_overrides(e: DictConfig) -> dict[str, Any]:
+    """`eval.chunk_execution` / `eval.ensemble_weight` (null: the checkpoint's) as decoder options: how a
+    chunked policy plays its chunks here; a policy without chunks ignores them."""
+    out: dict[str, Any] = {}
+    if e.get("chunk_execution") is not None:
+        out["execution"] = str(e.chunk_execution)
+    if e.get("ensemble_weight") is not None:
+        out["ensemble_weight"] = float(e.ensemble_weight)
+    return out
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Evaluate in `cfg.paths.output_dir`; returns the metrics (also written to metrics.json)."""
     e = cfg.eval
@@ -145,10 +156,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
                                  "set eval.device=cpu or eval.policy_in_workers=false (batched on the device)")
             budget = OmegaConf.to_container(e.early_exit, resolve=True) if e.get("early_exit") else None
             configure_exits(load_policy(payload), budget)  # a bad budget fails here, not in the workers
-            agent_factory = PolicyFactory(str(cfg.ckpt), e.feedback, early_exit=budget)
+            agent_factory = PolicyFactory(str(cfg.ckpt), e.feedback, decoder_overrides=chunk_overrides(e),
+                                          early_exit=budget)
         elif payload is not None:
+            from metamanip.models.chunking import with_chunk_execution
+
             device = str(e.get("device", "cpu"))
-            policy = load_policy(payload).to(device)
+            policy = load_policy(with_chunk_execution(payload, chunk_overrides(e))).to(device)
             configure_exits(policy, OmegaConf.to_container(e.early_exit, resolve=True) if e.get("early_exit") else None)
         else:
             agent_factory = OracleFactory(OmegaConf.to_container(cfg.oracle, resolve=True))

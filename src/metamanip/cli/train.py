@@ -75,7 +75,8 @@ def build_datasets(cfg: DictConfig) -> tuple[Any, Any]:
     kwargs = dict(window_size=window, feedback=str(cfg.data.feedback), cameras=cameras,
                   skip_corrupt=bool(cfg.data.skip_corrupt), stride=int(cfg.data.stride),
                   cache_mb=float(cfg.data.get("cache_mb", DEFAULT_CACHE_MB)),
-                  text=str(cfg.policy.get("text_input", "trial")))
+                  text=str(cfg.policy.get("text_input", "trial")),
+                  fwd_pred_next_n=int((cfg.get("decoder") or {}).get("fwd_pred_next_n", 1) or 1))
     try:
         train_set = WindowDataset(root, episodes=train_ids, **kwargs)
     except ValueError as e:

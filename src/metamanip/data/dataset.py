@@ -2,6 +2,12 @@
 
 Windows never cross a trial boundary (the env restores the initial state between trials, so such a
 window would splice two unrelated clips). `text` is the feedback in force at the window's last step.
+
+With `fwd_pred_next_n=k > 1` (a decoder predicting action chunks), each item also holds every step's
+next k actions, `action_chunk` (T, k, 7), and `chunk_mask` (T, k), False where step t + j lies past the
+end of the window's trial (which is the episode's end for its last trial); the padded entries repeat the
+trial's last action and must be ignored (the decoders' loss masks them). The windows are the same for
+every k (a window near a trial's end keeps its masked chunk tail), so k = 1 items are unchanged.
 h5py handles are opened lazily inside each DataLoader worker, so any number of workers read in parallel.
 
 Reading is cached per process (each DataLoader worker has its own cache, bounded by `cache_mb`): an
@@ -107,7 +113,8 @@ class WindowDataset(Dataset):
 
     Item: `rgb_static` uint8 (T,3,H,W), `rgb_gripper` uint8 (T,3,h,w) (the chosen `cameras`),
     `robot_obs` f32 (T,15), `scene_obs` f32 (T,24), `actions` f32 (T,7) relative with gripper ±1,
-    `actions_abs` f32 (T,7), `text` str (`text="first_trial"`: the episode's first feedback in every window).
+    `actions_abs` f32 (T,7), `text` str (`text="first_trial"`: the episode's first feedback in every window);
+    with `fwd_pred_next_n` k > 1 also `action_chunk` f32 (T,k,7) and `chunk_mask` bool (T,k).
 
     `cache_mb`: bound of this process's cache of episode arrays and decoded image chunks, in MiB (per
     DataLoader worker; 0 = no cache across calls).
@@ -116,7 +123,11 @@ class WindowDataset(Dataset):
     def __init__(self, root: str | os.PathLike, window_size: int = 12,
                  feedback: str = "train_feedback", cameras: Sequence[str] = ("static", "gripper"),
                  skip_corrupt: bool = False, episodes: Sequence[str] | None = None,
-                 stride: int = 1, cache_mb: float = DEFAULT_CACHE_MB, text: str = "trial"):
+                 stride: int = 1, cache_mb: float = DEFAULT_CACHE_MB, text: str = "trial",
+                 fwd_pred_next_n: int = 1):
+        if isinstance(fwd_pred_next_n, bool) or int(fwd_pred_next_n) != fwd_pred_next_n or fwd_pred_next_n < 1:
+            raise ValueError(f"fwd_pred_next_n ({fwd_pred_next_n!r}) must be an integer >= 1")
+        self.fwd_pred_next_n = int(fwd_pred_next_n)
         if text not in TEXT_MODES:
             raise ValueError(f"text={text!r} is not a text mode; choose one of {TEXT_MODES}")
         self.text = text
@@ -149,16 +160,19 @@ class WindowDataset(Dataset):
         self._reader = EpisodeReader()
         # index: per episode, the window starts that fit inside one trial
         self._starts: list[np.ndarray] = []
+        self._ends: list[np.ndarray] = []  # per window: the end (exclusive) of its trial
         short = 0
         for ref in refs:
             trial = self._reader.read(ref, "trial")
-            starts = []
+            starts, ends = [], []
             for _t, s, e in trial_segments(trial):
                 if e - s < self.window_size:
                     short += 1
                     continue
                 starts.append(np.arange(s, e - self.window_size + 1, stride))
+                ends.append(np.full(len(starts[-1]), e, np.int64))
             self._starts.append(np.concatenate(starts) if starts else np.zeros(0, np.int64))
+            self._ends.append(np.concatenate(ends) if ends else np.zeros(0, np.int64))
         self._reader.close()
         if short:
             log.info("%d trial(s) shorter than window_size=%d give no window", short, self.window_size)
@@ -191,16 +205,21 @@ class WindowDataset(Dataset):
 
     def _items(self, indices: Sequence[int]) -> list[dict]:
         memo: dict = {}  # this call's chunks, whatever the cache keeps
-        return [self._window(*self._locate_episode(int(i)), memo) for i in indices]
+        return [self._window(*self._locate_window(int(i)), memo) for i in indices]
 
     def _locate_episode(self, index: int) -> tuple[int, int]:
+        e, s, _end = self._locate_window(index)
+        return e, s
+
+    def _locate_window(self, index: int) -> tuple[int, int, int]:
+        """Episode, first step and trial end (exclusive) of window `index`."""
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(f"window {index} out of range (dataset has {len(self)})")
         e = bisect.bisect_right(self._cum, index)
         prev = self._cum[e - 1] if e else 0
-        return e, int(self._starts[e][index - prev])
+        return e, int(self._starts[e][index - prev]), int(self._ends[e][index - prev])
 
     def _group(self, ref: EpisodeRef):
         return self._reader.file(ref.path)[ref.group]
@@ -245,7 +264,7 @@ class WindowDataset(Dataset):
             block = memo[ck] = self._cache.get(ck, lambda: self._load_chunk(e, key, c, ep))
         return block
 
-    def _window(self, e: int, s: int, memo: dict) -> dict:
+    def _window(self, e: int, s: int, end: int, memo: dict) -> dict:
         ek = ("episode", e)
         ep = memo.get(ek)
         if ep is None:
@@ -268,6 +287,10 @@ class WindowDataset(Dataset):
             item[key] = torch.from_numpy(frames)
         for key in STEP_ARRAYS:
             item[key] = torch.from_numpy(ep.arrays[key][s:stop].copy())
+        if self.fwd_pred_next_n > 1:
+            steps = np.arange(s, stop)[:, None] + np.arange(self.fwd_pred_next_n)[None, :]  # (T, k)
+            item["action_chunk"] = torch.from_numpy(ep.arrays["actions"][np.minimum(steps, end - 1)])
+            item["chunk_mask"] = torch.from_numpy(steps < end)
         at = 0 if self.text == "first_trial" else stop - 1
         item["text"] = ep.strings[int(ep.text_index[at])]
         return item

@@ -185,18 +185,23 @@ class PolicyFactory:
     """
 
     def __init__(self, ckpt: str, feedback: str = "train", threads: int = 1,
-                 early_exit: Mapping[str, Any] | None = None):
+                 decoder_overrides: Mapping[str, Any] | None = None, early_exit: Mapping[str, Any] | None = None):
         self.ckpt = str(ckpt)
         self.feedback = feedback
         self.threads = int(threads)
-        self.early_exit = dict(early_exit or {})
+        self.decoder_overrides = dict(decoder_overrides or {})  # chunk execution (eval.chunk_execution)
+        self.early_exit = dict(early_exit or {})  # exit budget (eval.early_exit)
 
     def __call__(self, env: Any) -> PolicyEpisodeAgent:
         import torch
 
-        from metamanip.models.checkpoint import load_policy
+        from metamanip.models.checkpoint import load_policy, read_payload
+        from metamanip.models.chunking import with_chunk_execution
 
         torch.set_num_threads(self.threads)
-        policy = load_policy(self.ckpt)
+        source: Any = self.ckpt
+        if self.decoder_overrides:
+            source = with_chunk_execution(read_payload(self.ckpt), self.decoder_overrides)
+        policy = load_policy(source)
         configure_exits(policy, self.early_exit)
         return PolicyEpisodeAgent(policy, self.feedback)

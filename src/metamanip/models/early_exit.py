@@ -187,6 +187,9 @@ class MultiExitPolicy(FlamingoPolicy):
                              "state bypasses the LM and an early exit saves nothing per action")
         if not isinstance(decoder, ContinuousDecoder):
             raise ValueError(f"early exit needs a continuous decoder (lstm, fc, gpt), not {type(decoder).__name__}")
+        if getattr(self, "chunker", None) is not None:
+            raise ValueError("early exit does not combine with action chunks yet: set decoder.fwd_pred_next_n=1 "
+                             "or drop policy.early_exit")
         lm = backbone.lang_encoder
         self.n_layers = len(decoder_layers(lm))
         self.exit_layers = exit_layer_indices(self.n_layers, exit_interval)

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from metamanip.models.backbone import FUSION_MODES, FlamingoBackbone
+from metamanip.models.chunking import ChunkExecutor
 from metamanip.models.state import OBS_MODES, StateEncoder
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class FlamingoPolicy(nn.Module):
         self.config = dict(config) if config is not None else None
         self._history: list[list[torch.Tensor]] = []
         self.generator: torch.Generator | None = None  # set by seed(); used by sampling decoders
+        # action chunks (decoder.fwd_pred_next_n > 1): how they are played (models/chunking.py); None = k 1
+        self.chunker: ChunkExecutor | None = ChunkExecutor.for_decoder(decoder)
 
     # ---------------------------------------------------------------- parameters
     @property
@@ -187,6 +190,10 @@ class FlamingoPolicy(nn.Module):
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Training loss on a collated WindowDataset batch (see docs/DESIGN.md)."""
         features = self.window_features(batch)
+        if "action_chunk" in batch:  # chunked decoder: next-k labels and where they lie inside the trial
+            chunks = torch.as_tensor(batch["action_chunk"], device=self.device)
+            mask = torch.as_tensor(batch["chunk_mask"], device=self.device)
+            return self.decoder.loss(features, chunks, chunk_mask=mask)
         actions = torch.as_tensor(batch["actions"], device=self.device)
         return self.decoder.loss(features, actions)
 
@@ -198,6 +205,8 @@ class FlamingoPolicy(nn.Module):
     # ---------------------------------------------------------------- inference
     def reset(self, env_ids: Sequence[int] | None = None) -> None:
         """Forget the history of the given environments (all when None), e.g. at a trial start."""
+        if self.chunker is not None:
+            self.chunker.reset(env_ids)
         if env_ids is None:
             self._history = []
             return
@@ -269,6 +278,8 @@ class FlamingoPolicy(nn.Module):
 
         Returns (N, 7) relative actions with the gripper as +-1.
         """
+        if self.chunker is not None:
+            return self.chunker.select_action(self, obs, text)
         n = len(text)
         pooled = self.step_features(obs, text)
 

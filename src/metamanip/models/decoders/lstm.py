@@ -26,9 +26,13 @@ class LSTMDecoder(ContinuousDecoder):
         dropout: float = 0.1,
         mlp_hidden: Sequence[int] | None = None,
         gripper_loss_weight: float = 0.01,
+        fwd_pred_next_n: int = 1,
+        execution: str = "open_loop",
+        ensemble_weight: float = 0.01,
     ) -> None:
         hidden_size = default_hidden(in_features, hidden_size)
-        super().__init__(hidden_size, mlp_hidden, gripper_loss_weight)
+        super().__init__(hidden_size, mlp_hidden, gripper_loss_weight, fwd_pred_next_n, execution,
+                         ensemble_weight)
         self.window_size = window_size
         self.rnn = nn.LSTM(
             input_size=in_features,
