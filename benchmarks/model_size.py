@@ -59,6 +59,53 @@ def meta_sizes(backbone: str = "flamingo_mpt_3b", vocab_size: int = 50277) -> di
     return {"total": count(policy), "trainable": count(policy, trainable=True), "parts": parts}
 
 
+# DeeR's presets per backbone (conf/early_exit/): DeeR-B and DeeR-S
+DEER_PRESETS = {"flamingo_mpt_3b": ("deer_b", "deer_s"), "flamingo_mpt_9b": ("deer_b_9b", "deer_s_9b"),
+                "flamingo_llama_9b": ("deer_b_9b", "deer_s_9b")}
+
+
+def lm_budget(lm: torch.nn.Module, layers: int, seq_len: int, media_tokens: int) -> dict:
+    """Peak LM FLOPs per action and LM parameters (decoder layers + their cross-attention blocks, as
+    DeeR counts the LLM) for the first `layers` layers."""
+    from metamanip.models.early_exit import decoder_layers, lm_flops
+
+    params = sum(count(decoder_layers(lm)[i]) + (count(lm.gated_cross_attn_layers[i])
+                                                 if lm.gated_cross_attn_layers[i] is not None else 0)
+                 for i in range(layers))
+    return {"layers": layers, "peak_lm_gflops": round(lm_flops(lm, layers, seq_len, media_tokens) / 1e9, 3),
+            "lm_params": params, "lm_param_gb_fp32": round(params * 4 / 1e9, 3)}
+
+
+def early_exit_sizes(backbone: str, vocab_size: int, seq_len: int) -> dict:
+    """The full LM against DeeR-B / DeeR-S of `backbone` (multi-exit policies built on the meta device)."""
+    cfg = _config(backbone, "lstm", "default")
+    cfg.backbone.vision_encoder.pretrained = None
+    cfg.backbone.lang_encoder.pretrained = None
+    cfg.backbone.tokenizer = {"_target_": "metamanip.models.language_model.stand_in_tokenizer",
+                              "vocab_size": vocab_size}
+    media = int(cfg.backbone.perceiver.num_latents) * (2 if cfg.policy.use_gripper else 1)
+    with torch.device("meta"):
+        full = build_policy(cfg)
+    out = {"full": lm_budget(full.backbone.lang_encoder, len(full.backbone.lang_encoder.gated_cross_attn_layers),
+                             seq_len, media)}
+    del full
+    for preset in DEER_PRESETS[backbone]:
+        ee_cfg = cfg.copy()
+        ee_cfg.policy.early_exit = OmegaConf.load(CONF / "early_exit" / f"{preset}.yaml")
+        ee_cfg.policy.early_exit.pop("defaults", None)
+        ee_cfg.policy.early_exit = OmegaConf.merge(OmegaConf.load(CONF / "early_exit" / "deer.yaml"),
+                                                   ee_cfg.policy.early_exit)
+        with torch.device("meta"):
+            pol = build_policy(ee_cfg)
+        row = lm_budget(pol.backbone.lang_encoder, pol.max_layer or pol.n_layers, seq_len, media)
+        row.update(kept_layers=pol.n_layers, exits=[i + 1 for i in pol.exit_layers],
+                   flops_ratio=round(row["peak_lm_gflops"] / out["full"]["peak_lm_gflops"], 4),
+                   memory_ratio=round(row["lm_params"] / out["full"]["lm_params"], 4))
+        out[preset] = row
+        del pol
+    return out
+
+
 def train_speed(decoder: str, steps: int, batch_size: int) -> float:
     torch.manual_seed(0)
     policy = build_policy(_config("tiny", decoder, "tiny")).train()
@@ -92,10 +139,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--prompt-tokens", type=int, default=12, help="prompt length for the LM FLOPs per action")
+    ap.add_argument("--early-exit-only", action="store_true", help="only the early-exit section")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
 
+    if args.early_exit_only:
+        exits = {name: early_exit_sizes(name, vocab, args.prompt_tokens) for name, vocab in
+                 (("flamingo_mpt_3b", 50277), ("flamingo_mpt_9b", 50277), ("flamingo_llama_9b", 32000))}
+        print(json.dumps({"early_exit": exits, "prompt_tokens": args.prompt_tokens}))
+        return
     sizes = meta_sizes()
     print(f"flamingo_mpt_3b + lstm: {sizes['total'] / 1e9:.3f} B parameters, {sizes['trainable'] / 1e9:.3f} B trainable")
     print(f"{'component':<16}{'ours':>12}{'RoboFlamingo':>14}{'ratio':>8}")
@@ -108,6 +162,16 @@ def main() -> None:
                                                                   ("flamingo_llama_9b", 32000))}
     for name, sz in larger.items():
         print(f"{name} + lstm: {sz['total'] / 1e9:.3f} B parameters, {sz['trainable'] / 1e9:.3f} B trainable")
+
+    exits = {name: early_exit_sizes(name, vocab, args.prompt_tokens) for name, vocab in
+             (("flamingo_mpt_3b", 50277), ("flamingo_mpt_9b", 50277), ("flamingo_llama_9b", 32000))}
+    print(f"early exit (peak LM compute per action, {args.prompt_tokens} prompt tokens; LM = decoder layers + "
+          "cross-attention):")
+    print(f"{'backbone':<20}{'model':<12}{'layers':>7}{'peak GFLOPs':>13}{'LM params (GB fp32)':>21}{'ratio':>8}")
+    for name, rows in exits.items():
+        for model, r in rows.items():
+            print(f"{name:<20}{model:<12}{r['layers']:>7}{r['peak_lm_gflops']:>13.2f}{r['lm_param_gb_fp32']:>21.2f}"
+                  f"{r.get('flops_ratio', 1.0):>8.3f}")
 
     speeds = {}
     for decoder in ("lstm", "fc", "gpt", "diffusion", "discrete"):
@@ -126,6 +190,7 @@ def main() -> None:
         "cpu_train_samples_per_s": round(speeds["lstm"], 2),
         "cpu_train_samples_per_s_by_decoder": {k: round(v, 2) for k, v in speeds.items()},
         "threads": args.threads,
+        "early_exit": exits,
     }))
 
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from metamanip.cli.entry import entry_point
 from metamanip.cli.jobstate import job, objective
 from metamanip.errors import CheckpointError  # noqa: F401  (raised here; its home is metamanip.errors)
-from metamanip.evaluation.agents import OracleFactory, PolicyFactory
+from metamanip.evaluation.agents import OracleFactory, PolicyFactory, configure_exits
 from metamanip.evaluation.evaluator import evaluate
 from metamanip.evaluation.metrics import metrics_from_summary
 from metamanip.evaluation.plan import (SINGLE, env_for_split, num_objs_of, protocol_specs, setting_of,  # noqa: F401
@@ -148,17 +148,22 @@ def run(cfg: DictConfig) -> dict[str, float]:
                              "env.sim.cameras.static on or set eval.videos=0")
         specs = protocol_specs(cfg)
         device = None
+        if payload is not None:
+            from metamanip.models.checkpoint import load_policy
         if payload is not None and e.get("policy_in_workers", False):
             if str(e.get("device", "cpu")) != "cpu":
                 raise ValueError("eval.policy_in_workers=true runs a policy copy in every env worker on the CPU; "
                                  "set eval.device=cpu or eval.policy_in_workers=false (batched on the device)")
-            agent_factory = PolicyFactory(str(cfg.ckpt), e.feedback, decoder_overrides=chunk_overrides(e))
+            budget = OmegaConf.to_container(e.early_exit, resolve=True) if e.get("early_exit") else None
+            configure_exits(load_policy(payload), budget)  # a bad budget fails here, not in the workers
+            agent_factory = PolicyFactory(str(cfg.ckpt), e.feedback, decoder_overrides=chunk_overrides(e),
+                                          early_exit=budget)
         elif payload is not None:
-            from metamanip.models.checkpoint import load_policy
             from metamanip.models.chunking import with_chunk_execution
 
             device = str(e.get("device", "cpu"))
             policy = load_policy(with_chunk_execution(payload, chunk_overrides(e))).to(device)
+            configure_exits(policy, OmegaConf.to_container(e.early_exit, resolve=True) if e.get("early_exit") else None)
         else:
             agent_factory = OracleFactory(OmegaConf.to_container(cfg.oracle, resolve=True))
         num_trials, trial_steps = trial_budget_of(cfg.env)
@@ -206,6 +211,8 @@ def run_choices(cfg: DictConfig, setting: str, ckpt_cfg: Mapping[str, Any] | Non
         out["ckpt"] = str(cfg.ckpt)
         out["backbone"] = _choice("backbone") or (ckpt_cfg.get("backbone") or {}).get("name")
         out["decoder"] = _choice("decoder") or _name_of(ckpt_cfg.get("decoder"))
+        if e.get("early_exit"):
+            out["early_exit"] = OmegaConf.to_container(e.early_exit, resolve=True)
     return out
 
 

@@ -28,6 +28,53 @@ def first_trial_text(policy: Any) -> bool:
     return getattr(policy, "text_input", "trial") == "first_trial"
 
 
+def configure_exits(policy: Any, early_exit: Mapping[str, Any] | None) -> None:
+    """Apply an evaluation's exit budget (`eval.early_exit`: thresholds, exit_ratio, max_layer) to a
+    multi-exit policy; nothing when no budget is given."""
+    budget = {k: v for k, v in dict(early_exit or {}).items() if v is not None}
+    if not budget:
+        return
+    if not hasattr(policy, "configure_exits"):
+        from metamanip.errors import UserError
+
+        raise UserError(f"eval.early_exit={budget} needs a multi-exit policy, but the checkpoint holds a "
+                        f"{type(policy).__name__}", fix="train with policy.early_exit set "
+                        "(+early_exit@policy.early_exit=deer) or drop eval.early_exit")
+    unknown = sorted(set(budget) - {"thresholds", "exit_ratio", "max_layer"})
+    if unknown:
+        from metamanip.errors import UserError
+
+        raise UserError(f"unknown eval.early_exit options {unknown}",
+                        fix="use eval.early_exit.thresholds, eval.early_exit.exit_ratio or eval.early_exit.max_layer")
+    thresholds = budget.get("thresholds")
+    policy.configure_exits(thresholds=list(thresholds) if isinstance(thresholds, (list, tuple)) else thresholds,
+                           max_layer=budget.get("max_layer"), exit_ratio=budget.get("exit_ratio"))
+
+
+class _TrialCompute:
+    """The policy's compute counters per env slot, cut at every trial end (multi-exit policies only)."""
+
+    def __init__(self, policy: Any, num_envs: int):
+        self.policy = policy if hasattr(policy, "take_compute") else None
+        self.trials: list[list[dict[str, float]]] = [[] for _ in range(num_envs)]
+
+    def begin(self, slot: int) -> None:
+        if self.policy is not None:
+            self.policy.take_compute(slot)
+            self.trials[slot] = []
+
+    def end_trial(self, slot: int) -> None:
+        if self.policy is not None:
+            self.trials[slot].append(self.policy.take_compute(slot))
+
+    def episode(self, slot: int) -> list[dict[str, float]] | None:
+        if self.policy is None:
+            return None
+        self.end_trial(slot)
+        out, self.trials[slot] = self.trials[slot], []
+        return out
+
+
 class PolicyAgent:
     """Batched policy inference over `num_envs` env slots (the DESIGN.md `select_action`/`reset` API)."""
 
@@ -37,15 +84,22 @@ class PolicyAgent:
         self.key = feedback_key(feedback)
         self.ablated = first_trial_text(policy)
         self.first_text: list[str | None] = [None] * self.num_envs
+        self.compute = _TrialCompute(policy, self.num_envs)
         if hasattr(policy, "eval"):
             policy.eval()
 
     def begin_episode(self, slot: int, info: Mapping[str, Any]) -> None:
         self.policy.reset(env_ids=[slot])
+        self.compute.begin(slot)
         self.first_text[slot] = str(info["feedback"][self.key])
 
     def end_trial(self, slot: int) -> None:
         self.policy.reset(env_ids=[slot])
+        self.compute.end_trial(slot)
+
+    def episode_compute(self, slot: int) -> list[dict[str, float]] | None:
+        """Per trial of the episode that just ended in `slot`: its LM compute (None: not counted)."""
+        return self.compute.episode(slot)
 
     def act_batch(self, obs: Sequence[Mapping[str, Any]], infos: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Actions (N, 7) for all slots; rows of idle slots are computed and ignored."""
@@ -98,16 +152,23 @@ class PolicyEpisodeAgent:
         self.key = feedback_key(feedback)
         self.ablated = first_trial_text(policy)
         self.first_text: str | None = None
+        self.compute = _TrialCompute(policy, 1)
         if hasattr(policy, "eval"):
             policy.eval()
 
     def reset_episode(self, info: Mapping[str, Any]) -> None:
         self.policy.reset()
+        self.compute.begin(0)
         self.first_text = str(info["feedback"][self.key])
+
+    def episode_compute(self) -> list[dict[str, float]] | None:
+        """Per trial of the episode just run: its LM compute (None: the policy does not count it)."""
+        return self.compute.episode(0)
 
     def act(self, obs: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
         if info.get("trial_done"):
             self.policy.reset()
+            self.compute.end_trial(0)
         batch = {k: v[None] for k, v in obs.items() if isinstance(v, np.ndarray)}
         text = self.first_text if (self.ablated and self.first_text is not None) else str(info["feedback"][self.key])
         import torch
@@ -124,11 +185,12 @@ class PolicyFactory:
     """
 
     def __init__(self, ckpt: str, feedback: str = "train", threads: int = 1,
-                 decoder_overrides: Mapping[str, Any] | None = None):
+                 decoder_overrides: Mapping[str, Any] | None = None, early_exit: Mapping[str, Any] | None = None):
         self.ckpt = str(ckpt)
         self.feedback = feedback
         self.threads = int(threads)
         self.decoder_overrides = dict(decoder_overrides or {})  # chunk execution (eval.chunk_execution)
+        self.early_exit = dict(early_exit or {})  # exit budget (eval.early_exit)
 
     def __call__(self, env: Any) -> PolicyEpisodeAgent:
         import torch
@@ -140,4 +202,6 @@ class PolicyFactory:
         source: Any = self.ckpt
         if self.decoder_overrides:
             source = with_chunk_execution(read_payload(self.ckpt), self.decoder_overrides)
-        return PolicyEpisodeAgent(load_policy(source), self.feedback)
+        policy = load_policy(source)
+        configure_exits(policy, self.early_exit)
+        return PolicyEpisodeAgent(policy, self.feedback)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from metamanip.atomic import write_json
 from metamanip.evaluation.agents import PolicyAgent
-from metamanip.evaluation.metrics import metrics_from_summary, summarize
+from metamanip.evaluation.metrics import metrics_from_summary, summarize, with_compute
 from metamanip.evaluation.protocol import EpisodeSpec
 from metamanip.evaluation.rollout import (EpisodeResult, VideoRecorder, episode_rows, feedback_key,
                                           max_episode_steps)
@@ -167,7 +167,8 @@ def _run_lockstep(pool: EnvWorkerPool, agent: PolicyAgent, todo: Sequence[Episod
             if terminated or truncated:
                 spec = active[i]
                 video = recorders[i].finish() if recorders[i] else None
-                writer.add(EpisodeResult(spec, episode_rows(spec, infos[i], num_objs, num_trials), video))
+                rows = with_compute(episode_rows(spec, infos[i], num_objs, num_trials), agent.episode_compute(i))
+                writer.add(EpisodeResult(spec, rows, video))
                 if start(i):
                     restarted.append(i)
             elif steps[i] >= limit:

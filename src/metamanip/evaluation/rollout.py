@@ -9,7 +9,7 @@ from typing import Any, Mapping, Protocol
 
 import numpy as np
 
-from metamanip.evaluation.metrics import TrialRow
+from metamanip.evaluation.metrics import TrialRow, with_compute
 from metamanip.evaluation.protocol import EpisodeSpec
 from metamanip.evaluation.video import compose_frame, write_video
 
@@ -109,5 +109,6 @@ def run_episode(env: Any, agent: EpisodeAgent, spec: EpisodeSpec, *, num_objs: i
             break
     else:
         raise RuntimeError(f"episode {spec.key} did not end within {limit} steps: the setting ignores trial_steps")
-    return EpisodeResult(spec, episode_rows(spec, info, num_objs, num_trials),
-                         recorder.finish() if recorder else None)
+    rows = with_compute(episode_rows(spec, info, num_objs, num_trials),
+                        agent.episode_compute() if hasattr(agent, "episode_compute") else None)
+    return EpisodeResult(spec, rows, recorder.finish() if recorder else None)

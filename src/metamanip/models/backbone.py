@@ -163,7 +163,11 @@ class FlamingoBackbone(nn.Module):
         attention_mask: torch.Tensor,
     ) -> torch.Tensor:
         """Per-frame features (N, L, d): one image pair and one prompt per row."""
-        vis_x = self.encode_vision(static, gripper)
+        return self.forward_media(self.encode_vision(static, gripper), input_ids, attention_mask)
+
+    def forward_media(self, vis_x: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Per-token features (N, L, d) of prompts cross-attending to given media latents (N, 1, n, vis_dim)
+        (images from `encode_vision`, or any other media such as an encoded state)."""
         base = self.lang_encoder.base_model
         want_hidden = self.feature_layer is not None
         with condition(self.lang_encoder, vis_x, input_ids == self.media_token_id):

@@ -35,6 +35,7 @@ def policy_state_dict(policy: FlamingoPolicy) -> dict[str, torch.Tensor]:
     normalisation statistics, on CPU."""
     trainable = {name for name, p in policy.named_parameters() if p.requires_grad}
     prefixes = _random_init_prefixes(policy.config) + ["state_encoder."]
+    prefixes += list(getattr(policy, "checkpoint_prefixes", ()))  # a policy's own frozen parts and buffers
     return {
         name: t.detach().cpu()
         for name, t in policy.state_dict().items()

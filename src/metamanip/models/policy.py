@@ -323,18 +323,29 @@ def build_policy(cfg: Mapping[str, Any] | DictConfig) -> FlamingoPolicy:
     state_features = int(pol.pop("state_features", 64))
     state_hidden = list(pol.pop("state_hidden", [128]))
     text_input = str(pol.pop("text_input", "trial"))
+    early_exit = pol.pop("early_exit", None)  # multi-exit policy (models/early_exit.py)
+    state_fusion = str(pol.pop("state_fusion", "concat"))
     if obs not in OBS_MODES:
         raise ValueError(f"policy.obs must be one of {OBS_MODES}, got '{obs}'")
     backbone_kwargs = {k: pol.pop(k) for k in ("use_gripper", "fusion_mode") if k in pol}
     if pol:
         raise ValueError(
             f"unknown policy options {sorted(pol)}; known: window_size, use_gripper, fusion_mode, weight_decay_on, "
-            "obs, state_features, state_hidden, text_input"
+            "obs, state_features, state_hidden, text_input, early_exit, state_fusion"
         )
     if backbone_kwargs.get("fusion_mode", "post") not in FUSION_MODES:
         raise ValueError(f"policy.fusion_mode must be one of {FUSION_MODES}, got '{backbone_kwargs['fusion_mode']}'")
     backbone = instantiate(OmegaConf.create(config["backbone"]), **backbone_kwargs, _convert_="all")
     state_encoder = StateEncoder(state_features, state_hidden) if "state" in obs else None
+    if early_exit:
+        from metamanip.models.early_exit import build_multi_exit
+
+        return build_multi_exit(backbone, config["decoder"], backbone.feature_dim, window_size, early_exit,
+                                state_fusion, config=config, weight_decay_on=weight_decay_on, obs=obs,
+                                state_encoder=state_encoder, text_input=text_input)
+    if state_fusion != "concat":
+        raise ValueError(f"policy.state_fusion={state_fusion} needs policy.early_exit (a multi-exit policy); "
+                         "the plain policy concatenates the state after the LM (state_fusion=concat)")
     decoder = instantiate(
         OmegaConf.create(config["decoder"]),
         in_features=backbone.feature_dim + (state_features if state_encoder is not None else 0),

@@ -325,7 +325,8 @@ def _stage_metrics(job_dir: Path, warnings: list[str]) -> dict[str, Any] | None:
 def _summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     """Scalar metrics of an eval summary, with `success_by_trial` spread into success_trial_k."""
     out: dict[str, Any] = {}
-    for k in ("total_reward", "average_reward", "ratio_reward_found", "episode_length"):
+    for k in ("total_reward", "average_reward", "ratio_reward_found", "episode_length", "mean_exit_layer",
+              "lm_layers_per_action", "lm_flops_per_action"):
         if _is_number(summary.get(k)):
             out[k] = summary[k]
     sbt = summary.get("success_by_trial")

@@ -136,6 +136,26 @@ def plot_average_reward(results: SweepResults | pd.DataFrame, group_by: Sequence
     return fig
 
 
+def plot_success_vs_compute(results: SweepResults | pd.DataFrame, compute: str = "lm_flops_per_action",
+                            metric: str = "average_reward") -> Figure:
+    """`metric` against LM compute per action, one point per eval job (a multi-exit policy's budget sweep:
+    `eval.early_exit.*`), the points joined in order of compute."""
+    jobs = _jobs(results)
+    if compute not in jobs.columns or jobs[compute].isna().all():
+        raise ValueError(f"no {compute!r} in these jobs: it comes from evaluations of multi-exit policies "
+                         "(policy.early_exit)")
+    pts = jobs[[compute, metric]].dropna().sort_values(compute)
+    fig = Figure(figsize=(4.8, 3.6))
+    ax = fig.add_subplot()
+    scale, unit = (1e6, "MFLOPs") if compute == "lm_flops_per_action" else (1.0, "")
+    ax.plot(pts[compute] / scale, pts[metric], marker="o", color="tab:blue")
+    ax.set_xlabel(f"{compute.replace('_', ' ')}" + (f" ({unit})" if unit else ""))
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(f"{metric.replace('_', ' ')} vs LM compute", fontsize=10)
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def plot_loss_curves(results: SweepResults | pd.DataFrame, group_by: Sequence[str] | None = None,
                      log_scale: bool = True) -> Figure:
     """Training loss against step from every job's `train_log.csv`; one colour per group, val dashed."""

@@ -14,7 +14,7 @@ from typing import Sequence
 from metamanip.atomic import atomic_write_text
 from metamanip.results.loader import SweepResults
 from metamanip.results.plots import (plot_average_reward, plot_loss_curves, plot_rl_curves, plot_success_by_trial,
-                                     save_figure)
+                                     plot_success_vs_compute, save_figure)
 from metamanip.results.tables import ResultTable, combination_table, results_table
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def write_report(results: SweepResults, out_dir: str | os.PathLike, group_by: Se
                                                       reference=reference),
         "loss_curves": lambda: plot_loss_curves(results, group_by=group),
         "rl_curves": lambda: plot_rl_curves(results),
+        "success_vs_compute": lambda: plot_success_vs_compute(results),
     }
     for name, make in plots.items():
         try:
